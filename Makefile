@@ -1,0 +1,69 @@
+# Two commands do everything on a fresh machine: `make report` and `make test`.
+# Each installs what it needs first (Python venv, TeX for the PDF, the offline data).
+
+PYTHON    ?= python3
+VENV      := .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed
+MIRROR    := data/emoji_mirror.parquet
+RUN_DIR   ?= .
+PARAMS    ?=
+RUN_NB    := $(RUN_DIR)/.homework2.run.ipynb
+OUT_NB    := $(RUN_DIR)/homework2.ipynb
+TEX_PKGS  := texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc
+
+.PHONY: setup system data report pdf test bench submission clean
+
+setup: $(STAMP) system
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+# System packages: TeX and pandoc for the PDF, npm for the offline mirror.
+system:
+	@missing=""; \
+	command -v xelatex >/dev/null || missing="$(TEX_PKGS)"; \
+	command -v pandoc >/dev/null || missing="$$missing pandoc"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+		echo "NOTE: install these system packages for the PDF and the mirror: $$missing"; \
+		echo "      (Debian/Ubuntu: sudo apt-get install $$missing). Carrying on without them."; \
+	fi
+
+data: $(MIRROR)
+
+$(MIRROR): | $(STAMP) system
+	$(PY) -c "import helpers; helpers.build_mirror()"
+
+# The main job: re-execute the notebook end to end, then render the PDF.
+# Another output folder: make report RUN_DIR=runs/mine PARAMS="-p latent_dim 64"
+report: setup data
+	mkdir -p $(RUN_DIR)
+	$(PY) -m papermill homework2.ipynb $(RUN_NB) -p run_dir $(RUN_DIR) $(PARAMS) \
+		--log-level WARNING --no-progress-bar
+	mv $(RUN_NB) $(OUT_NB)
+	$(MAKE) --no-print-directory pdf RUN_DIR=$(RUN_DIR)
+
+pdf:
+	@if command -v xelatex >/dev/null && command -v pandoc >/dev/null; then \
+		$(PY) -m jupyter nbconvert --to pdf $(OUT_NB) --output-dir $(RUN_DIR)/report \
+			--output homework2 --log-level WARN; \
+	else echo "xelatex or pandoc missing: no PDF (see 'make system')."; fi
+
+test: setup data
+	$(PY) -m pytest tests -q
+
+bench: setup data
+	$(PY) bench.py
+
+submission: setup
+	$(PY) -c "import helpers; helpers.make_submission()"
+
+clean:
+	rm -rf runs .pytest_cache __pycache__ tests/__pycache__

@@ -1,0 +1,657 @@
+"""Helpers for homework2.ipynb: convolutional autoencoders on the emoji dataset.
+
+Sections, in the order the notebook uses them:
+  1. Data: sources (hub, parquet, offline mirror), subsets, splits, augmentation
+  2. Models: a DCGAN-style autoencoder with an optional classification head
+  3. Training and evaluation, PCA baseline
+  4. Latent arithmetic
+  5. Saving artifacts (atomic writes) and figures
+"""
+import hashlib
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import tarfile
+import tempfile
+import copy
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+import datasets
+from torch import nn
+from tqdm.auto import tqdm
+
+datasets.disable_progress_bars()
+
+HUB_DATASET = "valhalla/emoji-dataset"
+MIRROR_PACKAGE = "emoji-datasource-apple@16.0.0"
+REPO_ROOT = Path(__file__).resolve().parent
+DATA_DIR = REPO_ROOT / "data"
+MIRROR_PATH = DATA_DIR / "emoji_mirror.parquet"
+SOURCES = ("auto", "hub", "mirror", "a path to a .parquet file")
+
+
+# ----------------------------------------------------------------------------------------
+# 1. Data
+# ----------------------------------------------------------------------------------------
+
+def hub_features():
+    """The features of the hub dataset: a PNG image and its lowercase name."""
+    from datasets import Features, Image as ImageFeature, Value
+
+    return Features({"image": ImageFeature(), "text": Value("string")})
+
+
+def hub_reachable(timeout=3.0):
+    """True when the Hugging Face endpoint accepts a TCP connection within `timeout` s."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def build_mirror(path=MIRROR_PATH):
+    """Build the offline stand-in for the hub dataset from the npm package's Apple emoji.
+
+    Each emoji with an Apple image becomes a row: its 64 px PNG composited on white (RGB)
+    and its `name` lowercased, the same naming the hub uses in `text`.
+    """
+    from datasets import Dataset
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["npm", "pack", MIRROR_PACKAGE, "--silent"], cwd=tmp, check=True,
+                       stdout=subprocess.DEVNULL)
+        tarball = next(Path(tmp).glob("*.tgz"))
+        with tarfile.open(tarball) as tar:
+            tar.extractall(tmp, filter="data")
+        package = Path(tmp) / "package"
+        entries = json.loads((package / "emoji.json").read_text())
+        images, texts = [], []
+        for entry in sorted(entries, key=lambda e: e["sort_order"]):
+            if not entry.get("has_img_apple"):
+                continue
+            rgba = Image.open(package / "img/apple/64" / entry["image"]).convert("RGBA")
+            white = Image.new("RGBA", rgba.size, "white")
+            png = io.BytesIO()
+            Image.alpha_composite(white, rgba).convert("RGB").save(png, format="PNG")
+            images.append({"bytes": png.getvalue(), "path": None})
+            texts.append(entry["name"].lower())
+    dataset = Dataset.from_dict({"image": images, "text": texts}, features=hub_features())
+    atomic_write(path, lambda tmp: dataset.to_parquet(tmp))
+    return path
+
+
+def load_emoji_dataset(source="auto", mirror_path=MIRROR_PATH, hub_timeout=3.0):
+    """Load the emoji rows as a `datasets.Dataset` with columns `image` and `text`.
+
+    `source` is "hub", "mirror", "auto" (hub if it answers within `hub_timeout` seconds,
+    else the mirror) or a path to a parquet file in the hub's schema. Returns the dataset
+    and the source actually used.
+    """
+    from datasets import load_dataset
+
+    if source == "auto":
+        source = "hub" if hub_reachable(hub_timeout) else "mirror"
+    if source == "hub":
+        if not hub_reachable(hub_timeout):
+            raise ConnectionError(
+                f"source='hub': the Hugging Face hub did not answer within {hub_timeout:g} s. "
+                "Use source='mirror' (offline copy, built by `make data`) or source='auto'.")
+        dataset = load_dataset(HUB_DATASET, split="train")
+    elif source == "mirror":
+        if not Path(mirror_path).is_file():
+            raise FileNotFoundError(
+                f"source='mirror': {mirror_path} does not exist. Build it with `make data`.")
+        dataset = _load_parquet(mirror_path, "source='mirror'")
+    elif str(source).endswith(".parquet"):
+        if not Path(source).is_file():
+            raise FileNotFoundError(
+                f"source={source!r}: no such parquet file. Give an existing path, "
+                "or use source='mirror' or 'auto'.")
+        dataset = _load_parquet(source, f"source={source!r}")
+    else:
+        raise ValueError(f"source={source!r} is unknown. Use one of: {', '.join(SOURCES)}.")
+    missing = {"image", "text"} - set(dataset.column_names)
+    if missing:
+        raise ValueError(
+            f"source={source!r} lacks the column(s) {sorted(missing)}; it needs 'image' "
+            "(PNG) and 'text' (string) like valhalla/emoji-dataset.")
+    print(f"Data source: {source} ({len(dataset)} rows)")
+    return dataset.select_columns(["image", "text"]), str(source)
+
+
+def _load_parquet(path, what):
+    from datasets import Dataset
+
+    try:
+        return Dataset.from_parquet(str(path))
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        raise ValueError(
+            f"{what}: {path} could not be read as parquet ({type(error).__name__}). "
+            "Rebuild the mirror with `make data`, or point source at a valid parquet file."
+        ) from error
+
+
+def select_subset(texts, keywords, whole_word=True):
+    """Indices of the texts that contain any keyword (whole words unless told otherwise)."""
+    if isinstance(keywords, str):
+        keywords = [keywords]
+    if not keywords:
+        raise ValueError("keywords is empty: give at least one word, e.g. ['face'].")
+    parts = [re.escape(k.lower()) for k in keywords]
+    if whole_word:
+        parts = [rf"\b{p}\b" for p in parts]
+    pattern = re.compile("|".join(parts))
+    chosen = [i for i, text in enumerate(texts) if pattern.search(text.lower())]
+    if not chosen:
+        common = [w for w, _ in Counter(w for t in texts for w in t.split()).most_common(12)]
+        raise ValueError(
+            f"keywords={list(keywords)} match no emoji text. Words that do occur often: "
+            f"{', '.join(common)}.")
+    return chosen
+
+
+def decode_images(dataset, indices, image_size=64):
+    """Decode rows to uint8 tensors (N, 3, size, size), RGB on white.
+
+    Rows whose image cannot be decoded are skipped; returns the images, their texts, and
+    the number skipped.
+    """
+    from datasets import Image as ImageFeature
+
+    raw = dataset.cast_column("image", ImageFeature(decode=False))
+    images, texts, skipped = [], [], 0
+    for i in indices:
+        row = raw[int(i)]
+        try:
+            picture = Image.open(io.BytesIO(row["image"]["bytes"]))
+            picture.load()
+        except (UnidentifiedImageError, OSError, TypeError, ValueError):
+            skipped += 1
+            continue
+        if picture.mode in ("RGBA", "LA", "P"):
+            white = Image.new("RGBA", picture.size, "white")
+            picture = Image.alpha_composite(white, picture.convert("RGBA"))
+        picture = picture.convert("RGB").resize((image_size, image_size), Image.LANCZOS)
+        images.append(torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1))
+        texts.append(row["text"])
+    if not images:
+        raise ValueError("None of the selected images could be decoded.")
+    return torch.stack(images), texts, skipped
+
+
+def drop_duplicates(images, texts):
+    """Keep the first of every group of rows with the same pixels or the same text."""
+    seen_pixels, seen_texts, keep = set(), set(), []
+    for i, (image, text) in enumerate(zip(images, texts)):
+        digest = hashlib.sha256(image.numpy().tobytes()).hexdigest()
+        if digest in seen_pixels or text in seen_texts:
+            continue
+        seen_pixels.add(digest)
+        seen_texts.add(text)
+        keep.append(i)
+    return keep
+
+
+def label_by_rules(texts, class_words):
+    """Label each text by the first class (in order) whose word list it matches.
+
+    `class_words` maps a class name to a list of words (whole-word, lowercase); the last
+    class with an empty list catches the rest. Returns integer labels and class names.
+    """
+    names = list(class_words)
+    patterns = [re.compile("|".join(rf"\b{re.escape(w)}" for w in words)) if words else None
+                for words in class_words.values()]
+    labels = []
+    for text in texts:
+        label = next((k for k, p in enumerate(patterns) if p is None or p.search(text)), None)
+        if label is None:
+            raise ValueError(f"{text!r} fits no class; give the last class an empty word "
+                             "list to catch the rest.")
+        labels.append(label)
+    return torch.tensor(labels), names
+
+
+def split_indices(n, seed, labels=None, fractions=(0.6, 0.2, 0.2)):
+    """Seeded split of range(n) into train/val/test, stratified by `labels` if given."""
+    generator = torch.Generator().manual_seed(seed)
+    groups = [torch.arange(n)] if labels is None else [
+        torch.nonzero(labels == c).flatten() for c in labels.unique()]
+    splits = {"train": [], "val": [], "test": []}
+    for group in groups:
+        if len(group) < 3:
+            what = "subset" if labels is None else f"class {int(labels[group[0]])}"
+            raise ValueError(
+                f"The {what} has {len(group)} emoji: too few to split 60/20/20 with at "
+                "least one per split. Widen the keywords or merge small classes.")
+        order = group[torch.randperm(len(group), generator=generator)].tolist()
+        n_val = max(1, round(fractions[1] * len(group)))
+        n_test = max(1, round(fractions[2] * len(group)))
+        splits["val"] += order[:n_val]
+        splits["test"] += order[n_val:n_val + n_test]
+        splits["train"] += order[n_val + n_test:]
+    return {name: sorted(idx) for name, idx in splits.items()}
+
+
+def augmentation(strength=1.0):
+    """Random flips, small affine moves and mild colour jitter, on white background."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomHorizontalFlip(),
+        v2.RandomAffine(degrees=12 * strength, translate=(0.06 * strength,) * 2,
+                        scale=(1 - 0.1 * strength, 1 + 0.08 * strength), fill=255),
+        v2.ColorJitter(brightness=0.1 * strength, contrast=0.1 * strength,
+                       saturation=0.15 * strength),
+    ])
+
+
+def augment_to(images, target, seed, labels=None):
+    """Grow a split to `target` images: the originals once, then augmented copies.
+
+    Copies cycle through the originals so that every emoji (and so every class) keeps its
+    share. Returns uint8 images, the index of each one's original, and labels if given.
+    """
+    if target < len(images):
+        raise ValueError(f"target={target} is smaller than the split ({len(images)}).")
+    transform = augmentation()
+    source = torch.arange(target) % len(images)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        copies = [images[i] if k < len(images) else transform(images[i])
+                  for k, i in enumerate(source.tolist())]
+    out = torch.stack(copies)
+    return out, source, (None if labels is None else labels[source])
+
+
+FACE_CLASSES = {
+    # Part 2's classes for the face subset, tried in this order; "other" takes the rest.
+    "happy": ["smil", "grin", "laugh", "joy", "heart", "kiss", "wink", "halo", "star",
+              "party", "hugging", "savouring"],
+    "unhappy": ["cry", "frown", "angry", "pout", "sad", "fear", "weary", "tired",
+                "disappoint", "worried", "anguish", "persever", "confound", "scream", "tear",
+                "nauseated", "vomit", "sneez", "thermometer", "bandage", "dizzy", "unamused",
+                "pensive", "confused", "exhal", "cold sweat", "holding back", "pleading",
+                "grimac", "triumph", "overheated", "freezing", "symbols", "spiral", "sleepy",
+                "yawn", "lying", "melting", "shaking", "bags"],
+    "other": [],
+}
+SPLIT_TARGETS = {"train": 600, "val": 200, "test": 200}
+
+
+def prepare_data(dataset, keywords, seed, class_words=None, targets=SPLIT_TARGETS,
+                 image_size=64, whole_word=True):
+    """The whole data pipeline: subset -> unique emoji -> labels -> split -> augment.
+
+    Returns `splits` (per split: uint8 `originals`, their `texts` and `labels`; float
+    `x` of the augmented images, their labels `y` and `origin`, the index of each one's
+    original) and `info` (counts for the report).
+    """
+    subset = select_subset(dataset["text"], keywords, whole_word)
+    images, texts, skipped = decode_images(dataset, subset, image_size)
+    keep = drop_duplicates(images, texts)
+    images, texts = images[keep], [texts[i] for i in keep]
+    labels, class_names = (label_by_rules(texts, class_words) if class_words
+                           else (None, None))
+    if skipped:
+        print(f"Skipped {skipped} image(s) that could not be decoded.")
+    parts = split_indices(len(texts), seed, labels)
+    splits = {}
+    for k, (name, index) in enumerate(parts.items()):
+        index = torch.tensor(index)
+        originals = images[index]
+        split_labels = None if labels is None else labels[index]
+        x, origin, y = augment_to(originals, targets[name], seed * 10 + k, split_labels)
+        splits[name] = {"originals": originals, "texts": [texts[i] for i in index],
+                        "labels": split_labels, "x": to_float(x), "y": y, "origin": origin}
+    info = {"matched": len(subset), "skipped": skipped,
+            "duplicates": len(subset) - skipped - len(keep), "subset_size": len(keep),
+            "class_names": class_names,
+            "split_sizes": {n: len(s["texts"]) for n, s in splits.items()},
+            "augmented_sizes": {n: len(s["x"]) for n, s in splits.items()}}
+    return splits, info
+
+
+def to_float(images):
+    """uint8 (N, 3, H, W) -> float32 in [0, 1]."""
+    return images.float().div_(255)
+
+
+# ----------------------------------------------------------------------------------------
+# 2. Models
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class AEConfig:
+    """Everything needed to rebuild an autoencoder."""
+    latent_dim: int = 128
+    width: int = 32           # channels after the first stride; doubled at each stride
+    image_size: int = 64      # a power of two, at least 16
+    num_classes: int = 0      # > 0 adds a classification head on the latent code
+    dropout: float = 0.0      # dropout on the latent code while training
+    linear_path: bool = True  # a linear map beside the convolutions, started from PCA
+
+
+def down_block(c_in, c_out, norm=True):
+    """Halve the resolution: strided 4x4 conv, then a 3x3 conv, BatchNorm, LeakyReLU."""
+    layers = [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers += [nn.LeakyReLU(0.2),
+               nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
+               nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers)
+
+
+def up_block(c_in, c_out):
+    """Double the resolution: transposed 4x4 conv, then a 3x3 conv, BatchNorm, ReLU."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+        nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+class Autoencoder(nn.Module):
+    """DCGAN-style convolutional autoencoder: image -> latent vector -> image.
+
+    The encoder halves the resolution down to 4x4 while doubling channels, then a linear
+    layer gives the latent code; the decoder mirrors it. With `linear_path`, a linear map
+    from pixels to code and one from code to pixels run beside the convolutions and are
+    started from PCA (`start_from_pca`), while the convolutional paths start at zero: the
+    model begins exactly at PCA's solution and training learns the non-linear rest. The
+    output is clamped to [0, 1], so it has the input's shape and range. With
+    num_classes > 0 a linear head on the latent code predicts the class (Part 2).
+    """
+
+    def __init__(self, config: AEConfig):
+        super().__init__()
+        check_config(config)
+        self.config = config
+        steps = int(math.log2(config.image_size)) - 2
+        channels = [config.width * 2 ** k for k in range(steps)]
+        self.top = channels[-1]
+        pixels = 3 * config.image_size ** 2
+        self.encoder = nn.Sequential(
+            down_block(3, channels[0], norm=False),
+            *[down_block(a, b) for a, b in zip(channels, channels[1:])],
+            nn.Flatten(), nn.Linear(self.top * 16, config.latent_dim))
+        self.dropout = nn.Dropout(config.dropout)
+        self.decoder = nn.Sequential(
+            nn.Linear(config.latent_dim, self.top * 16), nn.ReLU(),
+            nn.Unflatten(1, (self.top, 4, 4)),
+            *[up_block(a, b) for a, b in zip(channels[::-1], channels[::-1][1:])],
+            nn.ConvTranspose2d(channels[0], 3, 4, 2, 1))
+        self.linear_encoder = self.linear_decoder = None
+        if config.linear_path:
+            self.linear_encoder = nn.Linear(pixels, config.latent_dim)
+            self.linear_decoder = nn.Linear(config.latent_dim, pixels)
+        self.classifier = (nn.Linear(config.latent_dim, config.num_classes)
+                           if config.num_classes else None)
+
+    @torch.no_grad()
+    def start_from_pca(self, mean, components):
+        """Set the linear path to PCA and the convolutional paths' last layers to zero."""
+        self.linear_encoder.weight.copy_(components)
+        self.linear_encoder.bias.copy_(-components @ mean)
+        self.linear_decoder.weight.copy_(components.T)
+        self.linear_decoder.bias.copy_(mean)
+        for last in (self.encoder[-1], self.decoder[-1]):
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def encode(self, x):
+        z = self.encoder(x)
+        if self.linear_encoder is not None:
+            z = z + self.linear_encoder(x.flatten(1))
+        return z
+
+    def decode(self, z):
+        x = self.decoder(z)
+        if self.linear_decoder is not None:
+            x = x + self.linear_decoder(z).view_as(x)
+        return x.clamp(0, 1)
+
+    def forward(self, x):
+        """Return the reconstruction, the latent code and the class logits (or None)."""
+        z = self.encode(x)
+        z_used = self.dropout(z)
+        logits = self.classifier(z_used) if self.classifier is not None else None
+        return self.decode(z_used), z, logits
+
+
+def check_config(config):
+    """Stop with a clear message when the configuration cannot build a model."""
+    for name in ("latent_dim", "width"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}: must be a positive integer.")
+    size = config.image_size
+    if not isinstance(size, int) or size < 16 or size & (size - 1):
+        raise ValueError(f"image_size={size!r}: the architecture halves the image down to "
+                         "4x4, so it takes a power of two of at least 16 (e.g. 32, 64, 128).")
+    if not 0 <= config.dropout < 1:
+        raise ValueError(f"dropout={config.dropout!r}: must be in [0, 1).")
+    if config.num_classes < 0:
+        raise ValueError(f"num_classes={config.num_classes!r}: must be 0 (no head) or more.")
+
+
+def count_parameters(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+# ----------------------------------------------------------------------------------------
+# 3. Training and evaluation
+# ----------------------------------------------------------------------------------------
+
+def pick_device():
+    """cuda if present, else Apple's mps, else the cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed):
+    """Seed torch and numpy so that a CPU run repeats exactly."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def jitter(x, generator, strength=1.0):
+    """Fresh random flip, rotation, scale and shift for every image of a batch at once.
+
+    torchvision's v2 transforms draw one set of parameters per call, so on a batch they
+    would move every image the same way; an affine grid draws one per image. The padding
+    is white, like the emoji background.
+    """
+    n = x.shape[0]
+    rand = lambda: torch.rand(n, generator=generator, device=x.device) * 2 - 1
+    angle = rand() * math.radians(12) * strength
+    scale = 1 + rand() * 0.08 * strength
+    flip = torch.where(torch.rand(n, generator=generator, device=x.device) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([
+        torch.stack([cos * flip, -sin, rand() * 0.12 * strength], 1),
+        torch.stack([sin * flip, cos, rand() * 0.12 * strength], 1)], 1)
+    grid = F.affine_grid(theta, x.shape, align_corners=False)
+    return 1 - F.grid_sample(1 - x, grid, padding_mode="zeros", align_corners=False)
+
+
+def batch_losses(model, x, y, lam):
+    """MSE, cross-entropy (0 without a head), total loss, and the number of correct labels."""
+    recon, _, logits = model(x)
+    mse = F.mse_loss(recon, x)
+    if logits is None:
+        return mse, torch.zeros((), device=x.device), mse, 0
+    ce = F.cross_entropy(logits, y)
+    return mse, ce, mse + lam * ce, int((logits.argmax(1) == y).sum())
+
+
+@torch.no_grad()
+def evaluate(model, x, y=None, batch_size=256):
+    """Per-image MSE, latent codes and class logits of `x`, plus their averages."""
+    model.eval()
+    device = next(model.parameters()).device
+    errors, codes, logits = [], [], []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size].to(device)
+        recon, z, out = model(batch)
+        errors.append((recon - batch).pow(2).flatten(1).mean(1).cpu())
+        codes.append(z.cpu())
+        if out is not None:
+            logits.append(out.cpu())
+    result = {"per_image_mse": torch.cat(errors), "z": torch.cat(codes)}
+    result["mse"] = float(result["per_image_mse"].mean())
+    if logits:
+        result["logits"] = torch.cat(logits)
+        if y is not None:
+            result["ce"] = float(F.cross_entropy(result["logits"], y))
+            result["accuracy"] = float((result["logits"].argmax(1) == y).float().mean())
+    return result
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run."""
+    epochs: int = 120
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    jitter: float = 1.0       # strength of the fresh per-epoch augmentation (0: none)
+    lam: float = 0.0          # weight of the classification loss (Part 2)
+    seed: int = 0
+
+
+def check_train_config(config):
+    for name in ("epochs", "batch_size"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}: must be a positive integer.")
+    if not config.lr > 0:
+        raise ValueError(f"lr={config.lr!r}: the learning rate must be positive.")
+    if config.weight_decay < 0 or config.jitter < 0:
+        raise ValueError("weight_decay and jitter must be zero or positive.")
+    if config.lam < 0:
+        raise ValueError(f"lam={config.lam!r}: lambda weighs a loss, so it must be >= 0.")
+
+
+def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None,
+          device=None, progress=True):
+    """Train with AdamW and a one-cycle schedule; keep the epoch with the best val MSE.
+
+    Returns the history per epoch (train/val MSE, and cross-entropy and accuracy when the
+    model has a classification head) and the best epoch; the model ends on that epoch.
+    """
+    check_train_config(config)
+    device = device or pick_device()
+    seed_everything(config.seed)
+    model.to(device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    train_x, val_x = train_x.to(device), val_x.to(device)
+    has_head = model.classifier is not None
+    if has_head:
+        train_y, val_y = train_y.to(device), val_y.to(device)
+    steps = math.ceil(len(train_x) / config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps)
+    history = {k: [] for k in ("train_mse", "val_mse", "train_ce", "val_ce",
+                               "train_accuracy", "val_accuracy", "seconds")}
+    best = (float("inf"), 0, None)
+    bar = tqdm(range(config.epochs), desc="epochs", disable=not progress, leave=False)
+    for epoch in bar:
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train_x), generator=generator, device=device)
+        sums = torch.zeros(3)
+        for k in range(steps):
+            idx = order[k * config.batch_size:(k + 1) * config.batch_size]
+            x = train_x[idx]
+            if config.jitter:
+                x = jitter(x, generator, config.jitter)
+            y = train_y[idx] if has_head else None
+            mse, ce, loss, correct = batch_losses(model, x, y, config.lam)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            sums += torch.tensor([mse.item() * len(idx), ce.item() * len(idx), correct])
+        val = evaluate(model, val_x, val_y)
+        history["train_mse"].append(float(sums[0]) / len(train_x))
+        history["val_mse"].append(val["mse"])
+        if has_head:
+            history["train_ce"].append(float(sums[1]) / len(train_x))
+            history["train_accuracy"].append(float(sums[2]) / len(train_x))
+            history["val_ce"].append(val["ce"])
+            history["val_accuracy"].append(val["accuracy"])
+        history["seconds"].append(time.perf_counter() - start)
+        if val["mse"] < best[0]:
+            best = (val["mse"], epoch, copy.deepcopy(model.state_dict()))
+        bar.set_postfix(train=f"{history['train_mse'][-1]:.4f}", val=f"{val['mse']:.4f}")
+    model.load_state_dict(best[2])
+    history = {k: v for k, v in history.items() if v}
+    history["best_epoch"] = best[1]
+    return history
+
+
+def fit_pca(train_x, k):
+    """PCA of the flattened training images: their mean and the top-k directions."""
+    flat = train_x.flatten(1).double()
+    mean = flat.mean(0)
+    _, _, vt = torch.linalg.svd(flat - mean, full_matrices=False)
+    return mean, vt[:k]
+
+
+def pca_reconstruct(x, mean, components):
+    """Project onto the PCA directions and back, clipped to the pixel range."""
+    flat = x.flatten(1).double() - mean
+    recon = (flat @ components.T) @ components + mean
+    return recon.clamp(0, 1).float().view_as(x)
+
+
+def mse_per_image(a, b):
+    return (a - b).pow(2).flatten(1).mean(1)
+
+
+def psnr(mse):
+    """Peak signal-to-noise ratio in dB for images in [0, 1]."""
+    return 10 * math.log10(1 / mse)
+
+
+# ----------------------------------------------------------------------------------------
+# 5. Saving artifacts
+# ----------------------------------------------------------------------------------------
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then move the finished file onto `path` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
