@@ -22,12 +22,14 @@ $(STAMP): requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	touch $@
 
-# System packages: TeX and pandoc for the PDF, npm for the offline mirror.
+# System packages: TeX and pandoc for the PDF, npm for the offline mirror, poppler-utils
+# (pdftotext) for the test that reads the PDF.
 system:
 	@missing=""; \
 	command -v xelatex >/dev/null || missing="$(TEX_PKGS)"; \
 	command -v pandoc >/dev/null || missing="$$missing pandoc"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

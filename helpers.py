@@ -456,6 +456,33 @@ def count_parameters(module):
     return sum(p.numel() for p in module.parameters())
 
 
+def model_summary(model):
+    """Rows (part, layers, output shape, parameters) for each block of the model."""
+    size = model.config.image_size
+    x = torch.zeros(2, 3, size, size)
+    rows = [["input", "", f"3 x {size} x {size}", ""]]
+    model.eval()
+    with torch.no_grad():
+        for part in ("encoder", "decoder"):
+            if part == "decoder":
+                x = torch.zeros(2, model.config.latent_dim)
+            for block in getattr(model, part):
+                x = block(x)
+                if count_parameters(block) or isinstance(block, nn.Unflatten):
+                    layers = [type(m).__name__ for m in block.modules()
+                              if not list(m.children())] if isinstance(block, nn.Sequential) \
+                        else [type(block).__name__]
+                    shape = " x ".join(map(str, x.shape[1:]))
+                    rows.append([part, ", ".join(layers), shape, f"{count_parameters(block):,}"])
+    for name in ("linear_encoder", "linear_decoder", "classifier"):
+        layer = getattr(model, name)
+        if layer is not None:
+            rows.append([name, f"Linear {layer.in_features} -> {layer.out_features}",
+                         str(layer.out_features), f"{count_parameters(layer):,}"])
+    rows.append(["total", "", "", f"{count_parameters(model):,}"])
+    return rows
+
+
 # ----------------------------------------------------------------------------------------
 # 3. Training and evaluation
 # ----------------------------------------------------------------------------------------
@@ -537,6 +564,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     jitter: float = 1.0       # strength of the fresh per-epoch augmentation (0: none)
     lam: float = 0.0          # weight of the classification loss (Part 2)
+    linear_lr: float = 0.1    # learning rate of the PCA-started linear path, relative to lr
     seed: int = 0
 
 
@@ -547,10 +575,33 @@ def check_train_config(config):
             raise ValueError(f"{name}={value!r}: must be a positive integer.")
     if not config.lr > 0:
         raise ValueError(f"lr={config.lr!r}: the learning rate must be positive.")
-    if config.weight_decay < 0 or config.jitter < 0:
-        raise ValueError("weight_decay and jitter must be zero or positive.")
+    if config.weight_decay < 0 or config.jitter < 0 or config.linear_lr < 0:
+        raise ValueError("weight_decay, jitter and linear_lr must be zero or positive.")
     if config.lam < 0:
         raise ValueError(f"lam={config.lam!r}: lambda weighs a loss, so it must be >= 0.")
+
+
+def check_parameters(seed, keywords, latent_dims, latent_dim, epochs, batch_size, lr,
+                     weight_decay, width, lam, n_seeds):
+    """Check the notebook's parameters before any data is loaded or model trained."""
+    positive_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
+    if not isinstance(seed, int):
+        raise ValueError(f"seed={seed!r}: must be an integer.")
+    if not keywords or not all(isinstance(k, str) and k.strip() for k in keywords):
+        raise ValueError(f"keywords={keywords!r}: give a list of words, e.g. ['face'].")
+    if not latent_dims:
+        raise ValueError("latent_dims=[]: the sweep needs at least one latent size, "
+                         "e.g. [16, 32, 64, 128, 256].")
+    for name, value in [("latent_dims", v) for v in latent_dims] + [
+            ("epochs", epochs), ("batch_size", batch_size), ("width", width),
+            ("n_seeds", n_seeds)]:
+        if not positive_int(value):
+            raise ValueError(f"{name}: {value!r} is not a positive integer.")
+    if latent_dim is not None and not positive_int(latent_dim):
+        raise ValueError(f"latent_dim={latent_dim!r}: must be None (chosen by the sweep) "
+                         "or a positive integer.")
+    check_train_config(TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                                   weight_decay=weight_decay, lam=lam))
 
 
 def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None,
@@ -570,10 +621,14 @@ def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None,
     if has_head:
         train_y, val_y = train_y.to(device), val_y.to(device)
     steps = math.ceil(len(train_x) / config.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+    linear = [p for n, p in model.named_parameters() if n.startswith("linear_")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("linear_")]
+    rates = [config.lr, config.lr * config.linear_lr]
+    optimizer = torch.optim.AdamW([{"params": rest, "lr": rates[0]},
+                                   {"params": linear, "lr": rates[1]}],
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps)
+        optimizer, max_lr=rates, total_steps=config.epochs * steps)
     history = {k: [] for k in ("train_mse", "val_mse", "train_ce", "val_ce",
                                "train_accuracy", "val_accuracy", "seconds")}
     best = (float("inf"), 0, None)
@@ -637,6 +692,81 @@ def psnr(mse):
     return 10 * math.log10(1 / mse)
 
 
+def classification_scores(y_true, y_pred, num_classes):
+    """Accuracy, macro-F1 and the confusion matrix (rows: true class, columns: predicted)."""
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    for t, p in zip(y_true.tolist(), y_pred.tolist()):
+        confusion[t, p] += 1
+    tp = confusion.diag().double()
+    precision = tp / confusion.sum(0).clamp(min=1)
+    recall = tp / confusion.sum(1).clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    return {"accuracy": float(tp.sum() / confusion.sum()), "macro_f1": float(f1.mean()),
+            "confusion": confusion.tolist()}
+
+
+# ----------------------------------------------------------------------------------------
+# 4. Latent arithmetic
+# ----------------------------------------------------------------------------------------
+
+def attribute_vector(with_attribute, without_attribute):
+    """Mean difference between codes (or images) with and without the attribute."""
+    return (with_attribute - without_attribute).mean(0)
+
+
+def add_attribute(base, vector, scale=1.0):
+    """base + scale * vector, broadcast over a batch of codes or images."""
+    return base + scale * vector
+
+
+def held_out_analogies(model, with_images, without_images):
+    """For each pair i: add the attribute, learnt from the other pairs, to image i's partner.
+
+    `with_images[i]` is the true target for `without_images[i]`. Returns per-pair MSEs to
+    that target for the decoded latent composite, the same arithmetic on pixels (clipped),
+    and the unchanged reconstruction, plus the composites themselves.
+    """
+    model.eval()
+    with torch.no_grad():
+        z_with, z_without = model.encode(with_images), model.encode(without_images)
+        results = {"latent_mse": [], "pixel_mse": [], "unchanged_mse": [],
+                   "latent_image": [], "pixel_image": [], "unchanged_image": []}
+        for i in range(len(with_images)):
+            others = [k for k in range(len(with_images)) if k != i]
+            z_vector = attribute_vector(z_with[others], z_without[others])
+            pixel_vector = attribute_vector(with_images[others], without_images[others])
+            images = {
+                "latent": model.decode(add_attribute(z_without[i:i + 1], z_vector))[0],
+                "pixel": add_attribute(without_images[i], pixel_vector).clamp(0, 1),
+                "unchanged": model.decode(z_without[i:i + 1])[0]}
+            for name, image in images.items():
+                results[f"{name}_mse"].append(float((image - with_images[i]).pow(2).mean()))
+                results[f"{name}_image"].append(image)
+    for name in ("latent", "pixel", "unchanged"):
+        results[f"{name}_image"] = torch.stack(results[f"{name}_image"])
+    return results
+
+
+def fit_probe(z, y, steps=300, weight_decay=1e-2):
+    """Logistic regression on standardised codes; returns a function giving P(y = 1)."""
+    mean, std = z.mean(0), z.std(0) + 1e-6
+    weight = torch.zeros(z.shape[1], requires_grad=True)
+    bias = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps)
+    inputs, targets = (z - mean) / std, y.float()
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(inputs @ weight + bias, targets)
+        loss = loss + weight_decay * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    weight, bias = weight.detach(), bias.detach()
+    return lambda codes: torch.sigmoid(((codes - mean) / std) @ weight + bias)
+
+
 # ----------------------------------------------------------------------------------------
 # 5. Saving artifacts
 # ----------------------------------------------------------------------------------------
@@ -655,3 +785,149 @@ def atomic_write(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def save_model(path, model, **extra):
+    """Save the state dict with the config that rebuilds the model (and any extras)."""
+    payload = {"config": asdict(model.config), "state_dict": model.state_dict(), **extra}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_model(path, expected_config=None, device="cpu"):
+    """Rebuild a model from a file written by `save_model`; returns it and the payload."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist. Run the notebook "
+                                "(`make report`) to train and save the model.")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+        config = AEConfig(**payload["config"])
+    except Exception as error:
+        raise ValueError(f"weights file {path} is damaged or not ours "
+                         f"({type(error).__name__}). Delete it and re-run the notebook.") from error
+    if expected_config is not None and asdict(config) != asdict(expected_config):
+        raise ValueError(f"weights file {path} was made for {asdict(config)}, not for "
+                         f"{asdict(expected_config)}. Re-train, or use matching parameters.")
+    model = Autoencoder(config)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload
+
+
+def save_latents(path, model, splits):
+    """Save the latent code of every image of every split, with its text, label and split."""
+    rows = {"z": [], "text": [], "label": [], "split": [], "origin": []}
+    for name, split in splits.items():
+        z = evaluate(model, split["x"])["z"]
+        rows["z"].append(z)
+        rows["text"] += [split["texts"][i] for i in split["origin"]]
+        rows["split"] += [name] * len(z)
+        rows["origin"].append(split["origin"])
+        if split["y"] is not None:
+            rows["label"].append(split["y"])
+    rows["z"], rows["origin"] = torch.cat(rows["z"]), torch.cat(rows["origin"])
+    rows["label"] = torch.cat(rows["label"]) if rows["label"] else None
+    return atomic_write(path, lambda tmp: torch.save(rows, tmp))
+
+
+def save_json(path, data):
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+
+
+def save_figure(fig, path):
+    """Write a matplotlib figure as PNG, atomically."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120,
+                                                      bbox_inches="tight"))
+
+
+def notebook_code_sha256(notebook_path):
+    """sha256 of the notebook's code cells (papermill's injected cell left out)."""
+    cells = json.loads(Path(notebook_path).read_text())["cells"]
+    code = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            for c in cells if c["cell_type"] == "code"
+            and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    return hashlib.sha256("\n\n".join(code).encode("utf-8")).hexdigest()
+
+
+def provenance(notebook_path=REPO_ROOT / "homework2.ipynb"):
+    """Hashes of the code that made a run, and the versions it ran with."""
+    import platform
+
+    return {"helpers_sha256": hashlib.sha256((REPO_ROOT / "helpers.py").read_bytes()).hexdigest(),
+            "notebook_code_sha256": notebook_code_sha256(notebook_path),
+            "torch": torch.__version__, "datasets": datasets.__version__,
+            "python": platform.python_version()}
+
+
+def markdown_table(headers, rows):
+    """A Markdown table (renders in Jupyter and in the PDF)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# 6. Figures
+# ----------------------------------------------------------------------------------------
+
+def show_images(rows, row_titles=None, col_titles=None, size=1.3, title=None):
+    """A grid of images: `rows` is a list of lists (or tensors) of (3, H, W) images."""
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols, size * n_rows + 0.3),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(row):
+                image = row[c].float()
+                image = image / 255 if image.max() > 1 else image
+                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+            if col_titles and r == 0 and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=7)
+        if row_titles:
+            axes[r, 0].set_ylabel(row_titles[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def wrap(text, width=18):
+    """Break an emoji name into short lines for a figure title."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def make_submission(root=REPO_ROOT, zip_path=None):
+    """Check that every deliverable exists and is current, then write homework2.zip."""
+    import zipfile
+
+    root = Path(root)
+    files = ["homework2.ipynb", "report/homework2.pdf", "helpers.py", "requirements.txt"]
+    missing = [f for f in files + ["report/metrics.json"] if not (root / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing deliverables: {missing}. Run `make report` first.")
+    recorded = json.loads((root / "report/metrics.json").read_text())["provenance"]
+    current = provenance(root / "homework2.ipynb")
+    stale = [k for k in ("helpers_sha256", "notebook_code_sha256") if recorded[k] != current[k]]
+    if stale:
+        raise RuntimeError(f"the outputs are stale ({', '.join(stale)} changed since the run). "
+                           "Run `make report` again.")
+    if (root / "report/homework2.pdf").stat().st_mtime < (root / "homework2.ipynb").stat().st_mtime:
+        raise RuntimeError("report/homework2.pdf is older than the notebook. Run `make pdf`.")
+    zip_path = Path(zip_path or root / "homework2.zip")
+    names = {"report/homework2.pdf": "homework2.pdf"}
+
+    def write(tmp):
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            for f in files:
+                archive.write(root / f, names.get(f, f))
+
+    atomic_write(zip_path, write)
+    print(f"Wrote {zip_path} with {', '.join(names.get(f, f) for f in files)}")
+    return zip_path
