@@ -5,31 +5,31 @@ Sections, in the order the notebook uses them:
   2. Models: a DCGAN-style autoencoder with an optional classification head
   3. Training and evaluation, PCA baseline
   4. Latent arithmetic
-  5. Saving artifacts (atomic writes) and figures
+  5. Saving artifacts (atomic writes), provenance and the submission zip
+  6. Figures
 """
+import copy
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import socket
 import subprocess
 import tarfile
 import tempfile
-import copy
-import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-
-import datasets
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -67,6 +67,12 @@ def hub_reachable(timeout=3.0):
         return False
 
 
+def on_white(picture):
+    """An RGB copy of a PIL image, transparent parts composited on white."""
+    white = Image.new("RGBA", picture.size, "white")
+    return Image.alpha_composite(white, picture.convert("RGBA")).convert("RGB")
+
+
 def build_mirror(path=MIRROR_PATH):
     """Build the offline stand-in for the hub dataset from the npm package's Apple emoji.
 
@@ -88,10 +94,8 @@ def build_mirror(path=MIRROR_PATH):
         for entry in sorted(entries, key=lambda e: e["sort_order"]):
             if not entry.get("has_img_apple"):
                 continue
-            rgba = Image.open(package / "img/apple/64" / entry["image"]).convert("RGBA")
-            white = Image.new("RGBA", rgba.size, "white")
             png = io.BytesIO()
-            Image.alpha_composite(white, rgba).convert("RGB").save(png, format="PNG")
+            on_white(Image.open(package / "img/apple/64" / entry["image"])).save(png, format="PNG")
             images.append({"bytes": png.getvalue(), "path": None})
             texts.append(entry["name"].lower())
     dataset = Dataset.from_dict({"image": images, "text": texts}, features=hub_features())
@@ -187,10 +191,7 @@ def decode_images(dataset, indices, image_size=64):
         except (UnidentifiedImageError, OSError, TypeError, ValueError):
             skipped += 1
             continue
-        if picture.mode in ("RGBA", "LA", "P"):
-            white = Image.new("RGBA", picture.size, "white")
-            picture = Image.alpha_composite(white, picture.convert("RGBA"))
-        picture = picture.convert("RGB").resize((image_size, image_size), Image.LANCZOS)
+        picture = on_white(picture).resize((image_size, image_size), Image.LANCZOS)
         images.append(torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1))
         texts.append(row["text"])
     if not images:
@@ -865,6 +866,36 @@ def markdown_table(headers, rows):
     return "\n".join(lines)
 
 
+def make_submission(root=REPO_ROOT, zip_path=None):
+    """Check that every deliverable exists and is current, then write homework2.zip."""
+    import zipfile
+
+    root = Path(root)
+    files = ["homework2.ipynb", "report/homework2.pdf", "helpers.py", "requirements.txt"]
+    missing = [f for f in files + ["report/metrics.json"] if not (root / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"missing deliverables: {missing}. Run `make report` first.")
+    recorded = json.loads((root / "report/metrics.json").read_text())["provenance"]
+    current = provenance(root / "homework2.ipynb")
+    stale = [k for k in ("helpers_sha256", "notebook_code_sha256") if recorded[k] != current[k]]
+    if stale:
+        raise RuntimeError(f"the outputs are stale ({', '.join(stale)} changed since the run). "
+                           "Run `make report` again.")
+    if (root / "report/homework2.pdf").stat().st_mtime < (root / "homework2.ipynb").stat().st_mtime:
+        raise RuntimeError("report/homework2.pdf is older than the notebook. Run `make pdf`.")
+    zip_path = Path(zip_path or root / "homework2.zip")
+    names = {"report/homework2.pdf": "homework2.pdf"}
+
+    def write(tmp):
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            for f in files:
+                archive.write(root / f, names.get(f, f))
+
+    atomic_write(zip_path, write)
+    print(f"Wrote {zip_path} with {', '.join(names.get(f, f) for f in files)}")
+    return zip_path
+
+
 # ----------------------------------------------------------------------------------------
 # 6. Figures
 # ----------------------------------------------------------------------------------------
@@ -901,33 +932,3 @@ def wrap(text, width=18):
     import textwrap
 
     return "\n".join(textwrap.wrap(text, width))
-
-
-def make_submission(root=REPO_ROOT, zip_path=None):
-    """Check that every deliverable exists and is current, then write homework2.zip."""
-    import zipfile
-
-    root = Path(root)
-    files = ["homework2.ipynb", "report/homework2.pdf", "helpers.py", "requirements.txt"]
-    missing = [f for f in files + ["report/metrics.json"] if not (root / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"missing deliverables: {missing}. Run `make report` first.")
-    recorded = json.loads((root / "report/metrics.json").read_text())["provenance"]
-    current = provenance(root / "homework2.ipynb")
-    stale = [k for k in ("helpers_sha256", "notebook_code_sha256") if recorded[k] != current[k]]
-    if stale:
-        raise RuntimeError(f"the outputs are stale ({', '.join(stale)} changed since the run). "
-                           "Run `make report` again.")
-    if (root / "report/homework2.pdf").stat().st_mtime < (root / "homework2.ipynb").stat().st_mtime:
-        raise RuntimeError("report/homework2.pdf is older than the notebook. Run `make pdf`.")
-    zip_path = Path(zip_path or root / "homework2.zip")
-    names = {"report/homework2.pdf": "homework2.pdf"}
-
-    def write(tmp):
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            for f in files:
-                archive.write(root / f, names.get(f, f))
-
-    atomic_write(zip_path, write)
-    print(f"Wrote {zip_path} with {', '.join(names.get(f, f) for f in files)}")
-    return zip_path
