@@ -88,3 +88,11 @@ def test_notebook_answers_every_question_in_order_without_errors():
 def test_pdf_exists():
     pdf = ROOT / "report" / "homework2.pdf"
     assert pdf.is_file() and pdf.read_bytes()[:4] == b"%PDF"
+
+
+def test_submission_zip_holds_the_deliverables(tmp_path):
+    import zipfile
+
+    path = helpers.make_submission(zip_path=tmp_path / "homework2.zip")
+    names = set(zipfile.ZipFile(path).namelist())
+    assert names == {"homework2.pdf", "homework2.ipynb", "helpers.py", "requirements.txt"}

@@ -181,3 +181,8 @@ def test_jitter_keeps_shape_range_and_white_border():
     x = torch.ones(4, 3, 16, 16)
     out = helpers.jitter(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and torch.allclose(out, x, atol=1e-5)
+
+
+def test_latent_size_beyond_pca_rank_is_refused():
+    with pytest.raises(ValueError, match="latent size 11 is more than PCA can give from 10"):
+        helpers.fit_pca(torch.rand(10, 3, 8, 8), 11)
