@@ -22,6 +22,7 @@ def digests():
 
 def papermill(run_dir, *params):
     """Execute the notebook in quick mode into run_dir; returns its metrics."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     args = ["-p", "quick", "True", "-p", "source", "mirror", "-p", "run_dir", str(run_dir)]
     for name, value in params:
         args += ["-p", name, str(value)]
