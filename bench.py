@@ -240,7 +240,6 @@ def timings(splits):
 
 
 def main():
-    torch.set_num_threads(torch.get_num_threads())
     machine = (f"{platform.machine()}, {torch.get_num_threads()} CPU threads, "
                f"torch {torch.__version__}, Python {platform.python_version()}")
     print(f"Machine: {machine}")
