@@ -108,9 +108,12 @@ def train_own_recipe(model, x_train, x_val, recipe):
     model.load_state_dict(best[1])
 
 
-def measure(name, recipe, code_size, model, fit, x_test, epochs, n_train):
+def measure(name, recipe, code_size, build, fit, x_test, epochs, n_train):
+    """Build a model from the seed, train it with `fit`, and time and score it."""
+    helpers.seed_everything(SEED)
+    model = build()
     start = time.perf_counter()
-    fit()
+    fit(model)
     seconds = time.perf_counter() - start
     mse = helpers.evaluate(model, x_test)["mse"]
     row = {"model": name, "recipe": recipe, "code_size": code_size,
@@ -125,32 +128,29 @@ def measure(name, recipe, code_size, model, fit, x_test, epochs, n_train):
 def compare(splits):
     x_train, x_val, x_test = (splits[n]["x"] for n in ("train", "val", "test"))
     n = len(x_train)
-    rows = []
-    for latent in LATENT_DIMS:
-        helpers.seed_everything(SEED)
-        model = helpers.Autoencoder(helpers.AEConfig(latent_dim=latent, width=WIDTH))
-        model.start_from_pca(*helpers.fit_pca(x_train, latent))
-        fit = lambda: helpers.train(model, x_train, x_val, OUR_RECIPE, progress=False,
-                                    device=torch.device("cpu"))
-        rows.append(measure("ours", "ours", latent, model, fit, x_test, OUR_RECIPE.epochs, n))
-    helpers.seed_everything(SEED)
-    plain = helpers.Autoencoder(helpers.AEConfig(latent_dim=LATENT_DIMS[-1], width=WIDTH,
-                                                 linear_path=False))
-    fit = lambda: helpers.train(plain, x_train, x_val, OUR_RECIPE, progress=False,
-                                device=torch.device("cpu"))
-    rows.append(measure("ours without linear path", "ours", LATENT_DIMS[-1], plain, fit,
-                        x_test, OUR_RECIPE.epochs, n))
+
+    def ours_model(latent, linear_path=True):
+        model = helpers.Autoencoder(helpers.AEConfig(latent_dim=latent, width=WIDTH,
+                                                     linear_path=linear_path))
+        if linear_path:
+            model.start_from_pca(*helpers.fit_pca(x_train, latent))
+        return model
+
+    def our_recipe(model):
+        helpers.train(model, x_train, x_val, OUR_RECIPE, progress=False,
+                      device=torch.device("cpu"))
+
+    runs = [("ours", "ours", latent, lambda latent=latent: ours_model(latent), our_recipe,
+             OUR_RECIPE.epochs) for latent in LATENT_DIMS]
+    runs.append(("ours without linear path", "ours", LATENT_DIMS[-1],
+                 lambda: ours_model(LATENT_DIMS[-1], linear_path=False), our_recipe,
+                 OUR_RECIPE.epochs))
     for name, (build, code_size, recipe) in PEERS.items():
-        helpers.seed_everything(SEED)
-        model = build()
-        rows.append(measure(name, "own", code_size, model,
-                            lambda: train_own_recipe(model, x_train, x_val, recipe),
-                            x_test, recipe["epochs"], n))
-        helpers.seed_everything(SEED)
-        model = build()
-        fit = lambda: helpers.train(model, x_train, x_val, OUR_RECIPE, progress=False,
-                                    device=torch.device("cpu"))
-        rows.append(measure(name, "ours", code_size, model, fit, x_test, OUR_RECIPE.epochs, n))
+        own = lambda model, recipe=recipe: train_own_recipe(model, x_train, x_val, recipe)
+        runs.append((name, "own", code_size, build, own, recipe["epochs"]))
+        runs.append((name, "ours", code_size, build, our_recipe, OUR_RECIPE.epochs))
+    rows = [measure(name, recipe, code, build, fit, x_test, epochs, n)
+            for name, recipe, code, build, fit, epochs in runs]
     pca = []
     for k in sorted(set(LATENT_DIMS + [8, 512] + [c for _, c, _ in PEERS.values()])):
         components = min(k, n - 1)  # PCA has at most n - 1 directions on n images
