@@ -41,21 +41,32 @@ system:
 data: $(MIRROR)
 
 $(MIRROR): | $(STAMP) system
-	$(PY) -c "import helpers; helpers.build_mirror()"
+	$(PY) project.py mirror
 
-# The main job: re-execute the notebook end to end, then render the PDF.
+# The main job: re-execute the notebook end to end, then render the PDF. The notebook moves
+# its outputs into RUN_DIR only at its very end, and the executed notebook replaces
+# $(OUT_NB) only when papermill succeeded.
 # Another output folder: make report RUN_DIR=runs/mine PARAMS="-p latent_dim 64"
 report: setup data
-	mkdir -p $(RUN_DIR)
-	$(PY) -m papermill homework2.ipynb $(RUN_NB) -p run_dir $(RUN_DIR) $(PARAMS) \
-		--log-level WARNING --no-progress-bar
-	mv $(RUN_NB) $(OUT_NB)
-	$(MAKE) --no-print-directory pdf RUN_DIR=$(RUN_DIR)
+	mkdir -p "$(RUN_DIR)"
+	$(PY) -m papermill homework2.ipynb "$(RUN_NB)" -p run_dir "$(RUN_DIR)" $(PARAMS) \
+		--cwd "$(CURDIR)" --log-level WARNING --no-progress-bar
+	mv "$(RUN_NB)" "$(OUT_NB)"
+	$(MAKE) --no-print-directory pdf RUN_DIR="$(RUN_DIR)"
 
+# The PDF hides setup cells and the code of formatting cells (cell tags), written aside and
+# moved into place, so a failed conversion leaves the previous PDF.
 pdf:
 	@if command -v xelatex >/dev/null && command -v pandoc >/dev/null; then \
-		$(PY) -m jupyter nbconvert --to pdf $(OUT_NB) --output-dir $(RUN_DIR)/report \
-			--output homework2 --log-level WARN; \
+		rm -rf "$(RUN_DIR)/report/.pdf-tmp" && \
+		$(PY) -m jupyter nbconvert --to pdf "$(OUT_NB)" --output-dir "$(RUN_DIR)/report/.pdf-tmp" \
+			--output homework2 --template-file "$(CURDIR)/report/homework2.tex.j2" \
+			--TagRemovePreprocessor.enabled=True \
+			--TagRemovePreprocessor.remove_input_tags='["remove-input"]' \
+			--TagRemovePreprocessor.remove_cell_tags='["remove-cell", "injected-parameters"]' \
+			--log-level WARN && \
+		mv "$(RUN_DIR)/report/.pdf-tmp/homework2.pdf" "$(RUN_DIR)/report/homework2.pdf" && \
+		rm -rf "$(RUN_DIR)/report/.pdf-tmp"; \
 	else echo "xelatex or pandoc missing: no PDF (see 'make system')."; fi
 
 test: setup data
@@ -65,7 +76,7 @@ bench: setup data
 	$(PY) bench.py
 
 submission: setup
-	$(PY) -c "import helpers; helpers.make_submission()"
+	$(PY) project.py submission
 
 clean:
 	rm -rf runs .pytest_cache __pycache__ tests/__pycache__

@@ -1,13 +1,19 @@
 """Helpers for homework2.ipynb: convolutional autoencoders on the emoji dataset.
 
 Sections, in the order the notebook uses them:
-  1. Data: sources (hub, parquet, offline mirror), subsets, splits, augmentation
-  2. Models: a DCGAN-style autoencoder with an optional classification head
-  3. Training and evaluation, PCA baseline
-  4. Latent arithmetic
-  5. Saving artifacts (atomic writes), provenance and the submission zip
-  6. Figures
+  1. Run configuration: every notebook parameter in one checked dataclass
+  2. Data: sources (hub, parquet, offline mirror), subset, labels, split, one augmentation
+  3. Model: a DCGAN-style autoencoder with an optional PCA-started linear path and class head
+  4. Training: the one recipe (build, start from PCA, train), PCA, the latent-size sweep
+  5. Evaluation: errors, bootstrap intervals over unique emoji, classification scores
+  6. Latent arithmetic: attribute vectors and held-out analogies
+  7. Report: claims checked by the run, tables and figures
+  8. Run folder: one run at a time, staging, atomic writes, weights and latents, provenance
+What only the Makefile needs (building the offline mirror, checking and zipping the
+submission) lives in project.py; the benchmark in bench.py.
 """
+import ast
+import atexit
 import copy
 import hashlib
 import io
@@ -15,13 +21,11 @@ import json
 import math
 import os
 import re
-import socket
-import subprocess
-import tarfile
-import tempfile
+import secrets
 import time
+import urllib.request
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -31,20 +35,154 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import nn
-from tqdm.auto import tqdm
 
 datasets.disable_progress_bars()
 
-HUB_DATASET = "valhalla/emoji-dataset"
-MIRROR_PACKAGE = "emoji-datasource-apple@16.0.0"
 REPO_ROOT = Path(__file__).resolve().parent
+NOTEBOOK = REPO_ROOT / "homework2.ipynb"
 DATA_DIR = REPO_ROOT / "data"
 MIRROR_PATH = DATA_DIR / "emoji_mirror.parquet"
+HUB_DATASET = "valhalla/emoji-dataset"
 SOURCES = ("auto", "hub", "mirror", "a path to a .parquet file")
+SPLIT_TARGETS = {"train": 600, "val": 200, "test": 200}
+MAX_SEED = 2 ** 31 - 1 - 1000   # seed + small offsets must stay valid for numpy and torch
 
 
 # ----------------------------------------------------------------------------------------
-# 1. Data
+# 1. Run configuration
+# ----------------------------------------------------------------------------------------
+
+def notebook_defaults(path=NOTEBOOK):
+    """The parameters cell of the notebook, as Python values (the single source of defaults)."""
+    import papermill
+
+    return {name: ast.literal_eval(spec["default"])
+            for name, spec in papermill.inspect_notebook(str(path)).items()}
+
+
+@dataclass
+class RunConfig:
+    """Every parameter of the notebook, checked on creation; quick mode is `effective()`."""
+    group_members: str
+    seed: int
+    source: str
+    keywords: list
+    exclude: list
+    whole_word: bool
+    class_words: dict
+    latent_dims: list
+    latent_dim: object
+    min_gain: float
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    width: int
+    lam: float
+    n_seeds: int
+    run_dir: str
+    quick: bool
+
+    @classmethod
+    def from_values(cls, values):
+        """Build from a mapping that holds (at least) every parameter, e.g. globals()."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+    @classmethod
+    def defaults(cls, **changes):
+        return cls(**(notebook_defaults() | changes))
+
+    def __post_init__(self):
+        for name in ("whole_word", "quick"):
+            setattr(self, name, as_bool(name, getattr(self, name)))
+        check_int("seed", self.seed, 0, MAX_SEED)
+        for name, low, high in (("epochs", 1, 10_000), ("batch_size", 1, 4096),
+                                ("width", 1, 256), ("n_seeds", 1, 20)):
+            check_int(name, getattr(self, name), low, high)
+        check_number("lr", self.lr, 0, 1, "a learning rate above 1 makes AdamW diverge; "
+                     "the default is 2e-3", low_open=True)
+        check_number("weight_decay", self.weight_decay, 0, 1, "AdamW's decay, e.g. 1e-2")
+        check_number("lam", self.lam, 0, 100, "the weight of the cross-entropy, e.g. 0.01")
+        check_number("min_gain", self.min_gain, 0, 1, "a fraction, e.g. 0.1", low_open=True)
+        check_words("keywords", self.keywords, allow_empty=False)
+        check_words("exclude", self.exclude, allow_empty=True)
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError(f"source={self.source!r}: use one of: {', '.join(SOURCES)}.")
+        if not isinstance(self.group_members, str):
+            raise ValueError(f"group_members={self.group_members!r}: give the names as one "
+                             "string, e.g. -p group_members 'Ada Lovelace, Alan Turing'.")
+        check_class_words(self.class_words)
+        if not isinstance(self.latent_dims, list) or not self.latent_dims:
+            raise ValueError(f"latent_dims={self.latent_dims!r}: the sweep needs a list of at "
+                             "least one latent size, e.g. [16, 32, 64, 128, 256, 512].")
+        rank = SPLIT_TARGETS["train"] - 1
+        for value in self.latent_dims:
+            check_int("latent_dims", value, 1, rank, "PCA of 600 training images has at most "
+                      f"{rank} directions")
+        self.latent_dims = sorted(set(self.latent_dims))
+        if self.latent_dim is not None:
+            check_int("latent_dim", self.latent_dim, 1, rank,
+                      "or None to let the sweep choose")
+        if not isinstance(self.run_dir, str) or not self.run_dir.strip():
+            raise ValueError(f"run_dir={self.run_dir!r}: give a folder, e.g. runs/mine.")
+        if self.quick and Path(self.run_dir).resolve() == REPO_ROOT:
+            raise ValueError(
+                f"quick=True with run_dir={self.run_dir!r}: a quick run never replaces the "
+                "committed results in the repository root. Give another folder, "
+                "e.g. -p run_dir runs/quick.")
+
+    def effective(self):
+        """The configuration that runs: quick mode keeps 2 latent sizes, 2 epochs, 2 seeds."""
+        if not self.quick:
+            return self
+        dims = sorted({self.latent_dims[0], self.latent_dims[-1]})
+        return replace(self, latent_dims=dims, epochs=2, n_seeds=2)
+
+
+def as_bool(name, value):
+    """True/False, also from papermill's strings 'true' and 'false' (any case)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"{name}={value!r}: must be True or False.")
+
+
+def check_int(name, value, low, high, note=""):
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name}: {value!r} is not an integer from {low} to {high}"
+                         + (f" ({note})." if note else "."))
+
+
+def check_number(name, value, low, high, note, low_open=False):
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and (low < value if low_open else low <= value)
+          and value <= high)
+    if not ok:
+        bound = f"{'above' if low_open else 'at least'} {low} and at most {high}"
+        raise ValueError(f"{name}={value!r}: must be a finite number {bound} ({note}).")
+
+
+def check_words(name, words, allow_empty):
+    ok = isinstance(words, list) and all(isinstance(w, str) and w.strip() for w in words)
+    if not ok or (not words and not allow_empty):
+        raise ValueError(f"{name}={words!r}: give a list of words, e.g. ['face'].")
+
+
+def check_class_words(class_words):
+    example = "e.g. {'happy': ['smil', 'grin'], 'unhappy': ['cry'], 'neutral': []}"
+    if not isinstance(class_words, dict) or len(class_words) < 2:
+        raise ValueError(f"class_words={class_words!r}: give at least two classes, {example}.")
+    for k, (name, words) in enumerate(class_words.items()):
+        last = k == len(class_words) - 1
+        if not isinstance(name, str) or not isinstance(words, list) or (
+                not words and not last) or not all(isinstance(w, str) and w for w in words):
+            raise ValueError(f"class_words[{name!r}]={words!r}: each class needs a list of "
+                             f"words; only the last may be empty (it takes the rest), {example}.")
+
+
+# ----------------------------------------------------------------------------------------
+# 2. Data
 # ----------------------------------------------------------------------------------------
 
 def hub_features():
@@ -54,70 +192,41 @@ def hub_features():
     return Features({"image": ImageFeature(), "text": Value("string")})
 
 
-def hub_reachable(timeout=3.0):
-    """True when the Hugging Face endpoint accepts a TCP connection within `timeout` s."""
+def hub_problem(timeout=3.0):
+    """None when the hub serves the dataset's metadata within `timeout` s, else the reason."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    url = f"{endpoint}/api/datasets/{HUB_DATASET}"
+    if urlparse(url).scheme not in ("http", "https"):
+        return f"HF_ENDPOINT={endpoint!r} is not an http(s) address"
     try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def on_white(picture):
-    """An RGB copy of a PIL image, transparent parts composited on white."""
-    white = Image.new("RGBA", picture.size, "white")
-    return Image.alpha_composite(white, picture.convert("RGBA")).convert("RGB")
-
-
-def build_mirror(path=MIRROR_PATH):
-    """Build the offline stand-in for the hub dataset from the npm package's Apple emoji.
-
-    Each emoji with an Apple image becomes a row: its 64 px PNG composited on white (RGB)
-    and its `name` lowercased, the same naming the hub uses in `text`.
-    """
-    from datasets import Dataset
-
-    path = Path(path)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["npm", "pack", MIRROR_PACKAGE, "--silent"], cwd=tmp, check=True,
-                       stdout=subprocess.DEVNULL)
-        tarball = next(Path(tmp).glob("*.tgz"))
-        with tarfile.open(tarball) as tar:
-            tar.extractall(tmp, filter="data")
-        package = Path(tmp) / "package"
-        entries = json.loads((package / "emoji.json").read_text())
-        images, texts = [], []
-        for entry in sorted(entries, key=lambda e: e["sort_order"]):
-            if not entry.get("has_img_apple"):
-                continue
-            png = io.BytesIO()
-            on_white(Image.open(package / "img/apple/64" / entry["image"])).save(png, format="PNG")
-            images.append({"bytes": png.getvalue(), "path": None})
-            texts.append(entry["name"].lower())
-    dataset = Dataset.from_dict({"image": images, "text": texts}, features=hub_features())
-    atomic_write(path, lambda tmp: dataset.to_parquet(tmp))
-    return path
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            json.loads(answer.read(1_000_000))
+        return None
+    except Exception as error:  # refused, timed out, HTTP error, not JSON: all mean "no"
+        return f"{url} did not serve the dataset within {timeout:g} s ({type(error).__name__})"
 
 
 def load_emoji_dataset(source="auto", mirror_path=MIRROR_PATH, hub_timeout=3.0):
     """Load the emoji rows as a `datasets.Dataset` with columns `image` and `text`.
 
-    `source` is "hub", "mirror", "auto" (hub if it answers within `hub_timeout` seconds,
-    else the mirror) or a path to a parquet file in the hub's schema. Returns the dataset
-    and the source actually used.
+    `source` is "hub", "mirror", "auto" (the hub if it serves the dataset within
+    `hub_timeout` seconds, else the mirror) or a path to a parquet file in the hub's schema.
+    Returns the dataset and the source actually used.
     """
     from datasets import load_dataset
 
     if source == "auto":
-        source = "hub" if hub_reachable(hub_timeout) else "mirror"
+        problem = hub_problem(hub_timeout)
+        if problem:
+            print(f"source='auto': using the offline mirror, because {problem}.")
+        source = "mirror" if problem else "hub"
     if source == "hub":
-        if not hub_reachable(hub_timeout):
+        problem = hub_problem(hub_timeout)
+        if problem:
             raise ConnectionError(
-                f"source='hub': the Hugging Face hub did not answer within {hub_timeout:g} s. "
+                f"source='hub': the Hugging Face hub did not answer: {problem}. "
                 "Use source='mirror' (offline copy, built by `make data`) or source='auto'.")
         dataset = load_dataset(HUB_DATASET, split="train")
     elif source == "mirror":
@@ -138,13 +247,22 @@ def load_emoji_dataset(source="auto", mirror_path=MIRROR_PATH, hub_timeout=3.0):
         raise ValueError(
             f"source={source!r} lacks the column(s) {sorted(missing)}; it needs 'image' "
             "(PNG) and 'text' (string) like valhalla/emoji-dataset.")
+    if len(dataset) == 0:
+        raise ValueError(f"source={source!r} has no rows. Point source at a file with emoji.")
     print(f"Data source: {source} ({len(dataset)} rows)")
     return dataset.select_columns(["image", "text"]), str(source)
 
 
 def _load_parquet(path, what):
+    import pyarrow.parquet as pq
     from datasets import Dataset
 
+    try:
+        rows = pq.read_metadata(str(path)).num_rows
+    except Exception:  # not readable as parquet: reported below
+        rows = None
+    if rows == 0:
+        raise ValueError(f"{what} has no rows. Point source at a file with emoji.")
     try:
         return Dataset.from_parquet(str(path))
     except Exception as error:  # pyarrow raises several types for a damaged file
@@ -154,30 +272,57 @@ def _load_parquet(path, what):
         ) from error
 
 
-def select_subset(texts, keywords, whole_word=True):
-    """Indices of the texts that contain any keyword (whole words unless told otherwise)."""
+def word_pattern(words, whole_word=True):
+    parts = [re.escape(w.lower()) for w in words]
+    return re.compile("|".join(rf"\b{p}\b" if whole_word else p for p in parts))
+
+
+def select_subset(texts, keywords, exclude=(), whole_word=True):
+    """Indices of the texts with a keyword and no excluded word, and what was excluded.
+
+    Matching is on lowercased text, whole words unless told otherwise. Rows whose text is
+    not a string are skipped. Returns (indices, {excluded word: count of rows it dropped}).
+    """
     if isinstance(keywords, str):
         keywords = [keywords]
     if not keywords:
         raise ValueError("keywords is empty: give at least one word, e.g. ['face'].")
-    parts = [re.escape(k.lower()) for k in keywords]
-    if whole_word:
-        parts = [rf"\b{p}\b" for p in parts]
-    pattern = re.compile("|".join(parts))
-    chosen = [i for i, text in enumerate(texts) if pattern.search(text.lower())]
+    wanted = word_pattern(keywords, whole_word)
+    unwanted = [(w, word_pattern([w], whole_word)) for w in exclude]
+    chosen, dropped = [], Counter()
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not wanted.search(text.lower()):
+            continue
+        hit = next((w for w, p in unwanted if p.search(text.lower())), None)
+        if hit:
+            dropped[hit] += 1
+        else:
+            chosen.append(i)
     if not chosen:
-        common = [w for w, _ in Counter(w for t in texts for w in t.split()).most_common(12)]
+        common = Counter(w for t in texts if isinstance(t, str) for w in t.lower().split())
+        hint = ", ".join(w for w, _ in common.most_common(12))
         raise ValueError(
-            f"keywords={list(keywords)} match no emoji text. Words that do occur often: "
-            f"{', '.join(common)}.")
-    return chosen
+            f"keywords={list(keywords)} match no emoji text"
+            + (f" once exclude={list(exclude)} is applied" if dropped else "")
+            + f". Words that do occur often: {hint}.")
+    return chosen, dict(dropped)
+
+
+def to_rgb(picture):
+    """An RGB copy of a PIL image: transparent parts on white, 16-bit channels scaled to 8."""
+    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
+        scale = 257 if picture.mode.startswith("I;16") else 65535 / 255
+        gray = np.asarray(picture, dtype=np.float64) / scale
+        picture = Image.fromarray(gray.clip(0, 255).round().astype(np.uint8), "L")
+    white = Image.new("RGBA", picture.size, "white")
+    return Image.alpha_composite(white, picture.convert("RGBA")).convert("RGB")
 
 
 def decode_images(dataset, indices, image_size=64):
     """Decode rows to uint8 tensors (N, 3, size, size), RGB on white.
 
-    Rows whose image cannot be decoded are skipped; returns the images, their texts, and
-    the number skipped.
+    Rows whose image cannot be decoded or whose text is not a string are skipped; returns
+    the images, their texts (lowercase) and the number skipped.
     """
     from datasets import Image as ImageFeature
 
@@ -188,14 +333,18 @@ def decode_images(dataset, indices, image_size=64):
         try:
             picture = Image.open(io.BytesIO(row["image"]["bytes"]))
             picture.load()
-        except (UnidentifiedImageError, OSError, TypeError, ValueError):
+            picture = to_rgb(picture).resize((image_size, image_size), Image.LANCZOS)
+        except (UnidentifiedImageError, OSError, TypeError, ValueError, KeyError):
             skipped += 1
             continue
-        picture = on_white(picture).resize((image_size, image_size), Image.LANCZOS)
+        if not isinstance(row["text"], str):
+            skipped += 1
+            continue
         images.append(torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1))
-        texts.append(row["text"])
+        texts.append(row["text"].lower())
     if not images:
-        raise ValueError("None of the selected images could be decoded.")
+        raise ValueError(f"None of the {len(indices)} selected rows could be decoded "
+                         "(their images are broken or their texts are not strings).")
     return torch.stack(images), texts, skipped
 
 
@@ -213,36 +362,43 @@ def drop_duplicates(images, texts):
 
 
 def label_by_rules(texts, class_words):
-    """Label each text by the first class (in order) whose word list it matches.
+    """Label each text by the first class (in order) with a word that starts a word of it.
 
-    `class_words` maps a class name to a list of words (whole-word, lowercase); the last
-    class with an empty list catches the rest. Returns integer labels and class names.
+    `class_words` maps a class name to word stems; the last class may have an empty list
+    and then takes the rest. Returns integer labels and the class names.
     """
     names = list(class_words)
-    patterns = [re.compile("|".join(rf"\b{re.escape(w)}" for w in words)) if words else None
-                for words in class_words.values()]
+    patterns = [re.compile("|".join(rf"\b{re.escape(w.lower())}" for w in words))
+                if words else None for words in class_words.values()]
     labels = []
     for text in texts:
-        label = next((k for k, p in enumerate(patterns) if p is None or p.search(text)), None)
+        label = next((k for k, p in enumerate(patterns) if p is None or p.search(text.lower())),
+                     None)
         if label is None:
-            raise ValueError(f"{text!r} fits no class; give the last class an empty word "
-                             "list to catch the rest.")
+            raise ValueError(f"{text!r} fits no class of class_words; give the last class an "
+                             "empty word list to take the rest.")
         labels.append(label)
     return torch.tensor(labels), names
 
 
-def split_indices(n, seed, labels=None, fractions=(0.6, 0.2, 0.2)):
+def split_indices(n, seed, labels=None, fractions=(0.6, 0.2, 0.2), class_names=None,
+                  texts=None):
     """Seeded split of range(n) into train/val/test, stratified by `labels` if given."""
     generator = torch.Generator().manual_seed(seed)
     groups = [torch.arange(n)] if labels is None else [
-        torch.nonzero(labels == c).flatten() for c in labels.unique()]
+        torch.nonzero(labels == c).flatten() for c in range(int(labels.max()) + 1)]
     splits = {"train": [], "val": [], "test": []}
-    for group in groups:
+    for c, group in enumerate(groups):
         if len(group) < 3:
-            what = "subset" if labels is None else f"class {int(labels[group[0]])}"
+            if labels is None:
+                raise ValueError(f"The subset has {len(group)} emoji: too few to split "
+                                 "60/20/20 with at least one per split. Widen the keywords.")
+            name = class_names[c] if class_names else str(c)
+            members = [texts[i] for i in group.tolist()] if texts else group.tolist()
             raise ValueError(
-                f"The {what} has {len(group)} emoji: too few to split 60/20/20 with at "
-                "least one per split. Widen the keywords or merge small classes.")
+                f"The class {name!r} has {len(group)} emoji {members}: too few to split "
+                "60/20/20 with at least one per split. Change class_words (more words for "
+                "it, or drop the class) or widen the keywords.")
         order = group[torch.randperm(len(group), generator=generator)].tolist()
         n_val = max(1, round(fractions[1] * len(group)))
         n_test = max(1, round(fractions[2] * len(group)))
@@ -252,83 +408,50 @@ def split_indices(n, seed, labels=None, fractions=(0.6, 0.2, 0.2)):
     return {name: sorted(idx) for name, idx in splits.items()}
 
 
-def augmentation(strength=1.0):
-    """Random flips, small affine moves and mild colour jitter, on white background."""
-    from torchvision.transforms import v2
-
-    return v2.Compose([
-        v2.RandomHorizontalFlip(),
-        v2.RandomAffine(degrees=12 * strength, translate=(0.06 * strength,) * 2,
-                        scale=(1 - 0.1 * strength, 1 + 0.08 * strength), fill=255),
-        v2.ColorJitter(brightness=0.1 * strength, contrast=0.1 * strength,
-                       saturation=0.15 * strength),
-    ])
+# One augmentation, used for the fixed copies of each split and for the fresh distortion of
+# every training batch: a random flip, rotation, scale and shift (bilinear, white outside),
+# then a brightness and saturation change of the emoji only (white stays white).
+AUGMENT = {"flip": 0.5, "degrees": 12.0, "translate": 0.06, "scale": 0.08,
+           "brightness": 0.1, "saturation": 0.15}
 
 
-def augment_to(images, target, seed, labels=None):
+def augment(x, generator):
+    """Distort each image of a float batch (N, 3, H, W) in [0, 1] with its own draw."""
+    n, device = x.shape[0], x.device
+    uniform = lambda: torch.rand(n, generator=generator, device=device) * 2 - 1
+    angle = uniform() * math.radians(AUGMENT["degrees"])
+    scale = 1 + uniform() * AUGMENT["scale"]
+    flip = torch.where(torch.rand(n, generator=generator, device=device) < AUGMENT["flip"],
+                       -1.0, 1.0)
+    shift = [uniform() * 2 * AUGMENT["translate"] for _ in range(2)]  # grid spans [-1, 1]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[0]], 1),
+                         torch.stack([sin * flip, cos, shift[1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    moved = 1 - F.grid_sample(1 - x, grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=False)
+    emoji = (moved < 1).any(1, keepdim=True)           # every pixel that is not pure white
+    gray = moved.mean(1, keepdim=True)
+    saturation = (1 + uniform() * AUGMENT["saturation"]).view(n, 1, 1, 1)
+    brightness = (1 + uniform() * AUGMENT["brightness"]).view(n, 1, 1, 1)
+    coloured = ((gray + (moved - gray) * saturation) * brightness).clamp(0, 1)
+    return torch.where(emoji, coloured, moved)
+
+
+def augment_to(images, target, seed):
     """Grow a split to `target` images: the originals once, then augmented copies.
 
-    Copies cycle through the originals so that every emoji (and so every class) keeps its
-    share. Returns uint8 images, the index of each one's original, and labels if given.
+    Copies cycle through the originals, so every emoji (and so every class) keeps its
+    share. A split already larger than `target` keeps its originals and gets no copies.
+    Returns uint8 images and the index of each one's original.
     """
-    if target < len(images):
-        raise ValueError(f"target={target} is smaller than the split ({len(images)}).")
-    transform = augmentation()
-    source = torch.arange(target) % len(images)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        copies = [images[i] if k < len(images) else transform(images[i])
-                  for k, i in enumerate(source.tolist())]
-    out = torch.stack(copies)
-    return out, source, (None if labels is None else labels[source])
-
-
-FACE_CLASSES = {
-    # Part 2's classes for the face subset, tried in this order; "other" takes the rest.
-    "happy": ["smil", "grin", "laugh", "joy", "heart", "kiss", "wink", "halo", "star",
-              "party", "hugging", "savouring"],
-    "unhappy": ["cry", "frown", "angry", "pout", "sad", "fear", "weary", "tired",
-                "disappoint", "worried", "anguish", "persever", "confound", "scream", "tear",
-                "nauseated", "vomit", "sneez", "thermometer", "bandage", "dizzy", "unamused",
-                "pensive", "confused", "exhal", "cold sweat", "holding back", "pleading",
-                "grimac", "triumph", "overheated", "freezing", "symbols", "spiral", "sleepy",
-                "yawn", "lying", "melting", "shaking", "bags"],
-    "other": [],
-}
-SPLIT_TARGETS = {"train": 600, "val": 200, "test": 200}
-
-
-def prepare_data(dataset, keywords, seed, class_words=None, targets=SPLIT_TARGETS,
-                 image_size=64, whole_word=True):
-    """The whole data pipeline: subset -> unique emoji -> labels -> split -> augment.
-
-    Returns `splits` (per split: uint8 `originals`, their `texts` and `labels`; float
-    `x` of the augmented images, their labels `y` and `origin`, the index of each one's
-    original) and `info` (counts for the report).
-    """
-    subset = select_subset(dataset["text"], keywords, whole_word)
-    images, texts, skipped = decode_images(dataset, subset, image_size)
-    keep = drop_duplicates(images, texts)
-    images, texts = images[keep], [texts[i] for i in keep]
-    labels, class_names = (label_by_rules(texts, class_words) if class_words
-                           else (None, None))
-    if skipped:
-        print(f"Skipped {skipped} image(s) that could not be decoded.")
-    parts = split_indices(len(texts), seed, labels)
-    splits = {}
-    for k, (name, index) in enumerate(parts.items()):
-        index = torch.tensor(index)
-        originals = images[index]
-        split_labels = None if labels is None else labels[index]
-        x, origin, y = augment_to(originals, targets[name], seed * 10 + k, split_labels)
-        splits[name] = {"originals": originals, "texts": [texts[i] for i in index],
-                        "labels": split_labels, "x": to_float(x), "y": y, "origin": origin}
-    info = {"matched": len(subset), "skipped": skipped,
-            "duplicates": len(subset) - skipped - len(keep), "subset_size": len(keep),
-            "class_names": class_names,
-            "split_sizes": {n: len(s["texts"]) for n, s in splits.items()},
-            "augmented_sizes": {n: len(s["x"]) for n, s in splits.items()}}
-    return splits, info
+    origin = torch.arange(max(target, len(images))) % len(images)
+    if target <= len(images):
+        return images, origin
+    generator = torch.Generator().manual_seed(seed)
+    copies = augment(to_float(images[origin[len(images):]]), generator)
+    copies = (copies * 255).round().to(torch.uint8)
+    return torch.cat([images, copies]), origin
 
 
 def to_float(images):
@@ -336,19 +459,77 @@ def to_float(images):
     return images.float().div_(255)
 
 
+@dataclass
+class Split:
+    """One split: its unique emoji and the augmented images made from them."""
+    originals: torch.Tensor   # uint8 (n, 3, H, W), one per unique emoji
+    texts: list               # their names
+    labels: torch.Tensor      # their classes
+    x: torch.Tensor           # float (N, 3, H, W): the originals, then augmented copies
+    y: torch.Tensor           # the class of each image
+    origin: torch.Tensor      # the index (into originals) each image was made from
+
+
+@dataclass
+class Data:
+    splits: dict
+    class_names: list
+    info: dict
+
+    def __getitem__(self, name):
+        return self.splits[name]
+
+
+def prepare_data(dataset, config, image_size=64):
+    """The whole data pipeline: subset -> unique emoji -> labels -> split -> augment."""
+    subset, excluded = select_subset(dataset["text"], config.keywords, config.exclude,
+                                     config.whole_word)
+    images, texts, skipped = decode_images(dataset, subset, image_size)
+    keep = drop_duplicates(images, texts)
+    images, texts = images[keep], [texts[i] for i in keep]
+    if skipped:
+        print(f"Skipped {skipped} row(s) whose image could not be decoded or whose text "
+              "was not a string.")
+    labels, class_names = label_by_rules(texts, config.class_words)
+    parts = split_indices(len(texts), config.seed, labels, class_names=class_names,
+                          texts=texts)
+    splits = {}
+    for k, (name, index) in enumerate(parts.items()):
+        index = torch.tensor(index)
+        images_k, origin = augment_to(images[index], SPLIT_TARGETS[name], config.seed * 10 + k)
+        splits[name] = Split(originals=images[index], texts=[texts[i] for i in index],
+                             labels=labels[index], x=to_float(images_k),
+                             y=labels[index][origin], origin=origin)
+    info = {"matched": len(subset) + sum(excluded.values()), "excluded": excluded,
+            "skipped": skipped, "duplicates": len(subset) - skipped - len(keep),
+            "subset_size": len(keep), "class_names": class_names,
+            "class_sizes": {c: int((labels == k).sum()) for k, c in enumerate(class_names)},
+            "split_sizes": {n: len(s.texts) for n, s in splits.items()},
+            "augmented_sizes": {n: len(s.x) for n, s in splits.items()}}
+    return Data(splits, class_names, info)
+
+
 # ----------------------------------------------------------------------------------------
-# 2. Models
+# 3. Model
 # ----------------------------------------------------------------------------------------
 
 @dataclass
 class AEConfig:
     """Everything needed to rebuild an autoencoder."""
     latent_dim: int = 128
-    width: int = 32           # channels after the first stride; doubled at each stride
+    width: int = 16           # channels after the first stride; doubled at each stride
     image_size: int = 64      # a power of two, at least 16
     num_classes: int = 0      # > 0 adds a classification head on the latent code
-    dropout: float = 0.0      # dropout on the latent code while training
     linear_path: bool = True  # a linear map beside the convolutions, started from PCA
+
+    def __post_init__(self):
+        for name in ("latent_dim", "width"):
+            check_int(name, getattr(self, name), 1, 100_000)
+        size = self.image_size
+        if not isinstance(size, int) or size < 16 or size & (size - 1):
+            raise ValueError(f"image_size={size!r}: the architecture halves the image down to "
+                             "4x4, so it takes a power of two of at least 16 (e.g. 32, 64).")
+        check_int("num_classes", self.num_classes, 0, 10_000, "0 means no head")
 
 
 def down_block(c_in, c_out, norm=True):
@@ -372,34 +553,29 @@ def up_block(c_in, c_out):
 class Autoencoder(nn.Module):
     """DCGAN-style convolutional autoencoder: image -> latent vector -> image.
 
-    The encoder halves the resolution down to 4x4 while doubling channels, then a linear
-    layer gives the latent code; the decoder mirrors it. With `linear_path`, a linear map
-    from pixels to code and one from code to pixels run beside the convolutions and are
-    started from PCA (`start_from_pca`), while the convolutional paths start at zero: the
-    model begins exactly at PCA's solution and training learns the non-linear rest. The
-    output is clamped to [0, 1] (a sigmoid without the linear path), so it has the input's
-    shape and range. With
-    num_classes > 0 a linear head on the latent code predicts the class (Part 2).
+    The encoder halves the resolution down to 4x4 while doubling the channels, then a
+    linear layer gives the latent code; the decoder mirrors it. With `linear_path`, a
+    linear map from pixels to code and one from code to pixels run beside the convolutions;
+    `start_from_pca` sets them to PCA and the convolutional paths' last layers to zero, so
+    training starts exactly at PCA's solution. The output is clamped to [0, 1] (a sigmoid
+    without the linear path). With num_classes > 0 a linear head reads the code (Part 2).
     """
 
     def __init__(self, config: AEConfig):
         super().__init__()
-        check_config(config)
         self.config = config
         steps = int(math.log2(config.image_size)) - 2
         channels = [config.width * 2 ** k for k in range(steps)]
-        self.top = channels[-1]
-        pixels = 3 * config.image_size ** 2
+        top = channels[-1]
         self.encoder = nn.Sequential(
             down_block(3, channels[0], norm=False),
             *[down_block(a, b) for a, b in zip(channels, channels[1:])],
-            nn.Flatten(), nn.Linear(self.top * 16, config.latent_dim))
-        self.dropout = nn.Dropout(config.dropout)
+            nn.Flatten(), nn.Linear(top * 16, config.latent_dim))
         self.decoder = nn.Sequential(
-            nn.Linear(config.latent_dim, self.top * 16), nn.ReLU(),
-            nn.Unflatten(1, (self.top, 4, 4)),
+            nn.Linear(config.latent_dim, top * 16), nn.ReLU(), nn.Unflatten(1, (top, 4, 4)),
             *[up_block(a, b) for a, b in zip(channels[::-1], channels[::-1][1:])],
             nn.ConvTranspose2d(channels[0], 3, 4, 2, 1))
+        pixels = 3 * config.image_size ** 2
         self.linear_encoder = self.linear_decoder = None
         if config.linear_path:
             self.linear_encoder = nn.Linear(pixels, config.latent_dim)
@@ -427,73 +603,32 @@ class Autoencoder(nn.Module):
     def decode(self, z):
         x = self.decoder(z)
         if self.linear_decoder is None:
-            return torch.sigmoid(x)  # a plain DCGAN-style decoder
+            return torch.sigmoid(x)
         return (x + self.linear_decoder(z).view_as(x)).clamp(0, 1)
 
     def forward(self, x):
         """Return the reconstruction, the latent code and the class logits (or None)."""
         z = self.encode(x)
-        z_used = self.dropout(z)
-        logits = self.classifier(z_used) if self.classifier is not None else None
-        return self.decode(z_used), z, logits
+        logits = self.classifier(z) if self.classifier is not None else None
+        return self.decode(z), z, logits
 
 
-def check_config(config):
-    """Stop with a clear message when the configuration cannot build a model."""
-    for name in ("latent_dim", "width"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r}: must be a positive integer.")
-    size = config.image_size
-    if not isinstance(size, int) or size < 16 or size & (size - 1):
-        raise ValueError(f"image_size={size!r}: the architecture halves the image down to "
-                         "4x4, so it takes a power of two of at least 16 (e.g. 32, 64, 128).")
-    if not 0 <= config.dropout < 1:
-        raise ValueError(f"dropout={config.dropout!r}: must be in [0, 1).")
-    if config.num_classes < 0:
-        raise ValueError(f"num_classes={config.num_classes!r}: must be 0 (no head) or more.")
+def summary(model):
+    """torchinfo's layer-by-layer table of the model on one image."""
+    from torchinfo import summary as torchinfo_summary
+
+    size = model.config.image_size
+    return torchinfo_summary(model, input_size=(1, 3, size, size), depth=2, device="cpu",
+                             col_names=("output_size", "num_params"), verbose=0,
+                             row_settings=("var_names",))
 
 
 def count_parameters(module):
     return sum(p.numel() for p in module.parameters())
 
 
-def describe(layer):
-    """A short name for a layer: 'Conv 4x4/2' for a 4x4 convolution with stride 2."""
-    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-        kind = "ConvT" if isinstance(layer, nn.ConvTranspose2d) else "Conv"
-        return f"{kind} {layer.kernel_size[0]}x{layer.kernel_size[1]}/{layer.stride[0]}"
-    return {"BatchNorm2d": "BN"}.get(type(layer).__name__, type(layer).__name__)
-
-
-def model_summary(model):
-    """Rows (part, layers, output shape, parameters) for each block of the model."""
-    size = model.config.image_size
-    x = torch.zeros(2, 3, size, size)
-    rows = [["input", "", f"3 x {size} x {size}", ""]]
-    model.eval()
-    with torch.no_grad():
-        for part in ("encoder", "decoder"):
-            if part == "decoder":
-                x = torch.zeros(2, model.config.latent_dim)
-            for block in getattr(model, part):
-                x = block(x)
-                if not count_parameters(block):
-                    continue
-                leaves = [m for m in block.modules() if not list(m.children())]
-                names = list(dict.fromkeys(describe(m) for m in leaves))
-                shape = " x ".join(map(str, x.shape[1:]))
-                rows.append([part, ", ".join(names), shape, f"{count_parameters(block):,}"])
-    for name in ("linear_encoder", "linear_decoder", "classifier"):
-        layer = getattr(model, name)
-        if layer is not None:
-            rows.append([name, f"Linear {layer.in_features} to {layer.out_features}",
-                         str(layer.out_features), f"{count_parameters(layer):,}"])
-    rows.append(["total", "", "", f"{count_parameters(model):,}"])
-    return rows
-
 # ----------------------------------------------------------------------------------------
-# 3. Training and evaluation
+# 4. Training
 # ----------------------------------------------------------------------------------------
 
 def pick_device():
@@ -505,128 +640,48 @@ def pick_device():
     return torch.device("cpu")
 
 
-def seed_everything(seed):
-    """Seed torch and numpy so that a CPU run repeats exactly."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-
-
-def jitter(x, generator, strength=1.0):
-    """Fresh random flip, rotation, scale and shift for every image of a batch at once.
-
-    torchvision's v2 transforms draw one set of parameters per call, so on a batch they
-    would move every image the same way; an affine grid draws one per image. The padding
-    is white, like the emoji background.
-    """
-    n = x.shape[0]
-    rand = lambda: torch.rand(n, generator=generator, device=x.device) * 2 - 1
-    angle = rand() * math.radians(12) * strength
-    scale = 1 + rand() * 0.08 * strength
-    flip = torch.where(torch.rand(n, generator=generator, device=x.device) < 0.5, -1.0, 1.0)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([
-        torch.stack([cos * flip, -sin, rand() * 0.12 * strength], 1),
-        torch.stack([sin * flip, cos, rand() * 0.12 * strength], 1)], 1)
-    grid = F.affine_grid(theta, x.shape, align_corners=False)
-    return 1 - F.grid_sample(1 - x, grid, padding_mode="zeros", align_corners=False)
-
-
-def batch_losses(model, x, y, lam):
-    """MSE, cross-entropy (0 without a head), total loss, and the number of correct labels."""
-    recon, _, logits = model(x)
-    mse = F.mse_loss(recon, x)
-    if logits is None:
-        return mse, torch.zeros((), device=x.device), mse, 0
-    ce = F.cross_entropy(logits, y)
-    return mse, ce, mse + lam * ce, int((logits.argmax(1) == y).sum())
-
-
-@torch.no_grad()
-def evaluate(model, x, y=None, batch_size=256):
-    """Per-image MSE, latent codes and class logits of `x`, plus their averages."""
-    model.eval()
-    device = next(model.parameters()).device
-    errors, codes, logits = [], [], []
-    for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size].to(device)
-        recon, z, out = model(batch)
-        errors.append((recon - batch).pow(2).flatten(1).mean(1).cpu())
-        codes.append(z.cpu())
-        if out is not None:
-            logits.append(out.cpu())
-    result = {"per_image_mse": torch.cat(errors), "z": torch.cat(codes)}
-    result["mse"] = float(result["per_image_mse"].mean())
-    if logits:
-        result["logits"] = torch.cat(logits)
-        if y is not None:
-            result["ce"] = float(F.cross_entropy(result["logits"], y))
-            result["accuracy"] = float((result["logits"].argmax(1) == y).float().mean())
-    return result
-
-
 @dataclass
 class TrainConfig:
     """Hyper-parameters of one training run."""
-    epochs: int = 120
+    epochs: int = 40
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-2
-    jitter: float = 1.0       # strength of the fresh per-epoch augmentation (0: none)
+    augment: bool = True      # a fresh distortion of every training batch (AUGMENT)
     lam: float = 0.0          # weight of the classification loss (Part 2)
     linear_lr: float = 0.1    # learning rate of the PCA-started linear path, relative to lr
+    bf16: bool = False        # bfloat16 autocast on the CPU (slower on this CPU: make bench)
     seed: int = 0
 
 
-def check_train_config(config):
-    for name in ("epochs", "batch_size"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r}: must be a positive integer.")
-    if not config.lr > 0:
-        raise ValueError(f"lr={config.lr!r}: the learning rate must be positive.")
-    if config.weight_decay < 0 or config.jitter < 0 or config.linear_lr < 0:
-        raise ValueError("weight_decay, jitter and linear_lr must be zero or positive.")
-    if config.lam < 0:
-        raise ValueError(f"lam={config.lam!r}: lambda weighs a loss, so it must be >= 0.")
+class TrainingDiverged(RuntimeError):
+    pass
 
 
-def check_parameters(seed, keywords, latent_dims, latent_dim, epochs, batch_size, lr,
-                     weight_decay, width, lam, n_seeds):
-    """Check the notebook's parameters before any data is loaded or model trained."""
-    positive_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
-    if not isinstance(seed, int):
-        raise ValueError(f"seed={seed!r}: must be an integer.")
-    if not keywords or not all(isinstance(k, str) and k.strip() for k in keywords):
-        raise ValueError(f"keywords={keywords!r}: give a list of words, e.g. ['face'].")
-    if not latent_dims:
-        raise ValueError("latent_dims=[]: the sweep needs at least one latent size, "
-                         "e.g. [16, 32, 64, 128, 256].")
-    for name, value in [("latent_dims", v) for v in latent_dims] + [
-            ("epochs", epochs), ("batch_size", batch_size), ("width", width),
-            ("n_seeds", n_seeds)]:
-        if not positive_int(value):
-            raise ValueError(f"{name}: {value!r} is not a positive integer.")
-    if latent_dim is not None and not positive_int(latent_dim):
-        raise ValueError(f"latent_dim={latent_dim!r}: must be None (chosen by the sweep) "
-                         "or a positive integer.")
-    check_train_config(TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                                   weight_decay=weight_decay, lam=lam))
+def batch_losses(model, x, y, lam, bf16):
+    """MSE, cross-entropy (0 without a head) and the total loss of one batch."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and x.device.type == "cpu"):
+        recon, _, logits = model(x)
+    mse = F.mse_loss(recon.float(), x)
+    if logits is None:
+        return mse, torch.zeros((), device=x.device), mse, 0
+    ce = F.cross_entropy(logits.float(), y)
+    return mse, ce, mse + lam * ce, int((logits.argmax(1) == y).sum())
 
 
-def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None,
-          device=None, progress=True):
+def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None, device=None):
     """Train with AdamW and a one-cycle schedule; keep the epoch with the best val MSE.
 
     Returns the history per epoch (train/val MSE, and cross-entropy and accuracy when the
     model has a classification head) and the best epoch; the model ends on that epoch.
+    Stops with TrainingDiverged as soon as a loss is not finite.
     """
-    check_train_config(config)
     device = device or pick_device()
-    seed_everything(config.seed)
+    torch.manual_seed(config.seed)
     model.to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     train_x, val_x = train_x.to(device), val_x.to(device)
-    has_head = getattr(model, "classifier", None) is not None
+    has_head = model.classifier is not None
     if has_head:
         train_y, val_y = train_y.to(device), val_y.to(device)
     steps = math.ceil(len(train_x) / config.batch_size)
@@ -635,26 +690,26 @@ def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None,
     groups = [{"params": rest, "lr": config.lr}]
     if linear:
         groups.append({"params": linear, "lr": config.lr * config.linear_lr})
-    rates = [group["lr"] for group in groups]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=rates, total_steps=config.epochs * steps)
+        optimizer, max_lr=[g["lr"] for g in groups], total_steps=config.epochs * steps)
     history = {k: [] for k in ("train_mse", "val_mse", "train_ce", "val_ce",
                                "train_accuracy", "val_accuracy", "seconds")}
     best = (float("inf"), 0, None)
-    bar = tqdm(range(config.epochs), desc="epochs", disable=not progress, leave=False)
-    for epoch in bar:
+    for epoch in range(config.epochs):
         start = time.perf_counter()
         model.train()
         order = torch.randperm(len(train_x), generator=generator, device=device)
         sums = torch.zeros(3)
-        for k in range(steps):
-            idx = order[k * config.batch_size:(k + 1) * config.batch_size]
-            x = train_x[idx]
-            if config.jitter:
-                x = jitter(x, generator, config.jitter)
+        for idx in order.split(config.batch_size):
+            x = augment(train_x[idx], generator) if config.augment else train_x[idx]
             y = train_y[idx] if has_head else None
-            mse, ce, loss, correct = batch_losses(model, x, y, config.lam)
+            mse, ce, loss, correct = batch_losses(model, x, y, config.lam, config.bf16)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"Training diverged in epoch {epoch + 1}: the loss became {loss.item()}. "
+                    f"Lower the learning rate (lr={config.lr:g}) or lam={config.lam:g}; "
+                    "nothing of this run was saved.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -671,30 +726,148 @@ def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None,
         history["seconds"].append(time.perf_counter() - start)
         if val["mse"] < best[0]:
             best = (val["mse"], epoch, copy.deepcopy(model.state_dict()))
-        bar.set_postfix(train=f"{history['train_mse'][-1]:.4f}", val=f"{val['mse']:.4f}")
     model.load_state_dict(best[2])
     history = {k: v for k, v in history.items() if v}
     history["best_epoch"] = best[1]
     return history
 
 
-def fit_pca(train_x, k):
-    """PCA of the flattened training images: their mean and the top-k directions."""
-    flat = train_x.flatten(1).double()
-    if k > min(flat.shape):
-        raise ValueError(f"latent size {k} is more than PCA can give from {len(flat)} training "
-                         f"images of {flat.shape[1]} pixels; use at most {min(flat.shape)}.")
-    mean = flat.mean(0)
-    _, _, vt = torch.linalg.svd(flat - mean, full_matrices=False)
-    return mean, vt[:k]
+class PCA:
+    """PCA of the flattened training images, fitted once; any number of components."""
+
+    def __init__(self, train_x):
+        flat = train_x.flatten(1).double()
+        self.mean = flat.mean(0)
+        _, _, self.directions = torch.linalg.svd(flat - self.mean, full_matrices=False)
+        self.rank = min(len(flat) - 1, flat.shape[1])
+
+    def components(self, k):
+        if k > self.rank:
+            raise ValueError(f"latent size {k} is more than PCA can give from these training "
+                             f"images (rank {self.rank}); use at most {self.rank}.")
+        return self.mean.float(), self.directions[:k].float()
+
+    def reconstruct(self, x, k):
+        mean, directions = self.mean, self.directions[:k]
+        flat = x.flatten(1).double() - mean
+        return ((flat @ directions.T) @ directions + mean).clamp(0, 1).float().view_as(x)
+
+    def mse(self, x, k):
+        return float(mse_per_image(self.reconstruct(x, k), x).mean())
 
 
-def pca_reconstruct(x, mean, components):
-    """Project onto the PCA directions and back, clipped to the pixel range."""
-    flat = x.flatten(1).double() - mean
-    recon = (flat @ components.T) @ components + mean
-    return recon.clamp(0, 1).float().view_as(x)
+@dataclass
+class Fitted:
+    """A trained model with its training history."""
+    model: Autoencoder
+    history: dict
+    seconds: float
 
+
+def fit_autoencoder(data, config, pca, latent_dim, linear_path=True, seed=None,
+                    classes=False, lam=0.0):
+    """The one recipe: build the model from the seed, start it from PCA, train it."""
+    seed = config.seed if seed is None else seed
+    torch.manual_seed(seed)  # the initial weights depend on the seed alone
+    model = Autoencoder(AEConfig(latent_dim=latent_dim, width=config.width,
+                                 num_classes=len(data.class_names) if classes else 0,
+                                 linear_path=linear_path))
+    if linear_path:
+        model.start_from_pca(*pca.components(latent_dim))
+    recipe = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                         weight_decay=config.weight_decay, lam=lam, seed=seed)
+    labels = {"train_y": data["train"].y, "val_y": data["val"].y} if classes else {}
+    start = time.perf_counter()
+    history = train(model, data["train"].x, data["val"].x, recipe, **labels)
+    return Fitted(model.cpu().eval(), history, time.perf_counter() - start)
+
+
+@dataclass
+class Sweep:
+    """Part 1's experiments: both variants at two sizes, then the kept one at every size."""
+    rows: list           # one dict per trained model
+    models: dict         # (variant, latent size) -> Fitted
+    variant: str         # the variant kept: "with linear path" or "conv only"
+    chosen: int          # the latent size kept
+    rule_choice: int     # the size the rule picked (chosen differs when latent_dim is set)
+    reference: list      # the sizes at which both variants were trained
+
+    def kept(self):
+        return self.models[(self.variant, self.chosen)]
+
+
+VARIANTS = {"with linear path": True, "conv only": False}
+
+
+def latent_sweep(data, config, pca):
+    """Train both variants at the two largest sweep sizes up to 256, keep the one with the
+    lower validation MSE, train it at every size, and apply the size rule (`choose_size`)."""
+    x_val, x_test = data["val"].x, data["test"].x
+    models, rows = {}, []
+
+    def run(variant, k):
+        if (variant, k) not in models:
+            fitted = fit_autoencoder(data, config, pca, k, linear_path=VARIANTS[variant])
+            models[(variant, k)] = fitted
+            rows.append({"model": variant, "latent_dim": k,
+                         "val_mse": min(fitted.history["val_mse"]),
+                         "test_mse": evaluate(fitted.model, x_test)["mse"],
+                         "pca_val_mse": pca.mse(x_val, k), "pca_test_mse": pca.mse(x_test, k),
+                         "best_epoch": fitted.history["best_epoch"] + 1,
+                         "seconds": fitted.seconds})
+        return models[(variant, k)]
+
+    reference = [k for k in config.latent_dims if k <= 256][-2:] or config.latent_dims[:1]
+    for k in reference:
+        for variant in VARIANTS:
+            run(variant, k)
+    val = {v: sum(min(models[(v, k)].history["val_mse"]) for k in reference) for v in VARIANTS}
+    variant = min(val, key=val.get)
+    for k in config.latent_dims:
+        run(variant, k)
+    kept_rows = sorted((r for r in rows if r["model"] == variant), key=lambda r: r["latent_dim"])
+    rule_choice = choose_size(kept_rows, config.min_gain)
+    chosen = config.latent_dim or rule_choice
+    run(variant, chosen)
+    return Sweep(rows, models, variant, chosen, rule_choice, reference)
+
+
+def seed_study(data, config, pca, sweep, fitted1, fitted2):
+    """Test MSE of Part 1's and Part 2's model, and Part 2's accuracy, for every seed."""
+    start = time.perf_counter()
+    x_test, y_test = data["test"].x, data["test"].y
+    linear_path = VARIANTS[sweep.variant]
+    runs = {"seeds": [config.seed], "part1": [evaluate(fitted1.model, x_test)["mse"]]}
+    first2 = evaluate(fitted2.model, x_test, y_test)
+    runs |= {"part2": [first2["mse"]], "part2_accuracy": [first2["accuracy"]]}
+    for seed in range(config.seed + 1, config.seed + config.n_seeds):
+        m1 = fit_autoencoder(data, config, pca, sweep.chosen, linear_path, seed=seed).model
+        m2 = fit_autoencoder(data, config, pca, sweep.chosen, linear_path, seed=seed,
+                             classes=True, lam=config.lam).model
+        result2 = evaluate(m2, x_test, y_test)
+        runs["seeds"].append(seed)
+        runs["part1"].append(evaluate(m1, x_test)["mse"])
+        runs["part2"].append(result2["mse"])
+        runs["part2_accuracy"].append(result2["accuracy"])
+    spread = lambda v: float(torch.tensor(v).std()) if len(v) > 1 else None
+    runs["summary"] = {k: {"mean": sum(runs[k]) / len(runs[k]), "std": spread(runs[k])}
+                       for k in ("part1", "part2", "part2_accuracy")}
+    runs["seconds"] = time.perf_counter() - start
+    return runs
+
+
+def choose_size(rows, min_gain):
+    """The smallest size after which the next size tried cuts validation MSE by less than
+    `min_gain` (a fraction); the largest size when every step pays."""
+    for row, bigger in zip(rows, rows[1:]):
+        if (row["val_mse"] - bigger["val_mse"]) / row["val_mse"] < min_gain:
+            return row["latent_dim"]
+    return rows[-1]["latent_dim"]
+
+
+# ----------------------------------------------------------------------------------------
+# 5. Evaluation
+# ----------------------------------------------------------------------------------------
 
 def mse_per_image(a, b):
     return (a - b).pow(2).flatten(1).mean(1)
@@ -705,109 +878,450 @@ def psnr(mse):
     return 10 * math.log10(1 / mse)
 
 
-def classification_scores(y_true, y_pred, num_classes):
-    """Accuracy, macro-F1 and the confusion matrix (rows: true class, columns: predicted)."""
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for t, p in zip(y_true.tolist(), y_pred.tolist()):
-        confusion[t, p] += 1
-    tp = confusion.diag().double()
-    precision = tp / confusion.sum(0).clamp(min=1)
-    recall = tp / confusion.sum(1).clamp(min=1)
-    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
-    return {"accuracy": float(tp.sum() / confusion.sum()), "macro_f1": float(f1.mean()),
-            "confusion": confusion.tolist()}
+@torch.no_grad()
+def evaluate(model, x, y=None, batch_size=256):
+    """Per-image MSE, reconstructions, latent codes and class logits of `x`, and averages."""
+    model.eval()
+    device = next(model.parameters()).device
+    errors, recons, codes, logits = [], [], [], []
+    for batch in x.split(batch_size):
+        batch = batch.to(device)
+        recon, z, out = model(batch)
+        errors.append(mse_per_image(recon, batch).cpu())
+        recons.append(recon.cpu())
+        codes.append(z.cpu())
+        if out is not None:
+            logits.append(out.cpu())
+    result = {"per_image_mse": torch.cat(errors), "recon": torch.cat(recons),
+              "z": torch.cat(codes)}
+    result["mse"] = float(result["per_image_mse"].mean())
+    if logits:
+        result["logits"] = torch.cat(logits)
+        if y is not None:
+            result["ce"] = float(F.cross_entropy(result["logits"], y))
+            result["accuracy"] = float((result["logits"].argmax(1) == y).float().mean())
+    return result
+
+
+def bootstrap(values, groups, seed, reps=2000):
+    """Mean of `values` and a 95 % interval, resampling whole groups (unique emoji).
+
+    Augmented copies of one emoji are not independent, so the resampling draws emoji with
+    replacement and keeps all of an emoji's images together.
+    """
+    values = torch.as_tensor(values, dtype=torch.float64)
+    groups = torch.as_tensor(groups)
+    ids = groups.unique()
+    sums = torch.stack([values[groups == g].sum() for g in ids])
+    counts = torch.stack([(groups == g).sum() for g in ids]).double()
+    generator = torch.Generator().manual_seed(seed)
+    draw = torch.randint(len(ids), (reps, len(ids)), generator=generator)
+    means = sums[draw].sum(1) / counts[draw].sum(1)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return {"mean": float(values.mean()), "low": float(low), "high": float(high),
+            "emoji": len(ids), "images": len(values)}
+
+
+def classification_scores(y_true, y_pred, class_names):
+    """Accuracy, macro-F1 and the confusion matrix (rows: true, columns: predicted)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    labels = list(range(len(class_names)))
+    return {"accuracy": float(accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
+                                       zero_division=0)),
+            "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
+
+
+def nearest_centroid_accuracy(z_train, y_train, z_test, y_test):
+    """Test accuracy of the nearest class centroid of standardised training codes, or None
+    when a class has no training image."""
+    from sklearn.neighbors import NearestCentroid
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(y_train.unique()) < int(max(y_train.max(), y_test.max())) + 1:
+        return None
+    rule = make_pipeline(StandardScaler(), NearestCentroid()).fit(z_train, y_train)
+    return float(rule.score(z_test, y_test))
 
 
 # ----------------------------------------------------------------------------------------
-# 4. Latent arithmetic
+# 6. Latent arithmetic
 # ----------------------------------------------------------------------------------------
 
-def attribute_vector(with_attribute, without_attribute):
-    """Mean difference between codes (or images) with and without the attribute."""
-    return (with_attribute - without_attribute).mean(0)
+CAT_PAIRS = [  # (with the attribute, without it): the cat and the human version of a face
+    ("grinning cat face with smiling eyes", "grinning face with smiling eyes"),
+    ("cat face with tears of joy", "face with tears of joy"),
+    ("smiling cat face with open mouth", "smiling face with open mouth"),
+    ("smiling cat face with heart-shaped eyes", "smiling face with heart-shaped eyes"),
+    ("kissing cat face with closed eyes", "kissing face with closed eyes"),
+    ("pouting cat face", "pouting face"),
+    ("crying cat face", "crying face"),
+    ("weary cat face", "weary face"),
+]
+MIN_HELD_OUT_PAIRS = 3   # one pair to test, at least two to average the vector over
 
 
-def add_attribute(base, vector, scale=1.0):
-    """base + scale * vector, broadcast over a batch of codes or images."""
-    return base + scale * vector
+@dataclass
+class Pairs:
+    names: list                  # (with, without) names found in the data
+    with_images: torch.Tensor    # float (n, 3, H, W)
+    without_images: torch.Tensor
+    missing: list                # names of the data that were not found
+
+    @property
+    def held_out(self):
+        return len(self.names) >= MIN_HELD_OUT_PAIRS
 
 
-def held_out_analogies(model, with_images, without_images):
-    """For each pair i: add the attribute, learnt from the other pairs, to image i's partner.
+def find_pairs(dataset, pairs=CAT_PAIRS):
+    """Decode the attribute pairs present in the data; say which are missing.
 
-    `with_images[i]` is the true target for `without_images[i]`. Returns per-pair MSEs to
-    that target for the decoded latent composite, the same arithmetic on pixels (clipped),
-    and the unchanged reconstruction, plus the composites themselves.
+    Stops (before any training) when no pair is complete; with fewer than
+    MIN_HELD_OUT_PAIRS pairs, the held-out evaluation is skipped but the row still shows.
+    """
+    texts = [t.lower() if isinstance(t, str) else None for t in dataset["text"]]
+    where = {t: i for i, t in reversed(list(enumerate(texts))) if t}
+    found = [p for p in pairs if p[0] in where and p[1] in where]
+    missing = sorted({name for p in pairs for name in p if name not in where})
+    if missing:
+        print(f"Part 3: {len(missing)} emoji of the attribute pairs are not in this source: "
+              f"{', '.join(missing)}.")
+    if not found:
+        raise ValueError("Part 3 needs at least one complete (cat, human) pair of "
+                         f"{[p[0] for p in pairs]}, and this source has none. "
+                         "Use source='mirror' or the hub.")
+    images, decoded, _ = decode_images(dataset, [where[n] for p in found for n in p])
+    if len(decoded) != 2 * len(found):
+        raise ValueError("Part 3: some pair images could not be decoded; use another source.")
+    if len(found) < MIN_HELD_OUT_PAIRS:
+        print(f"Part 3: only {len(found)} complete pair(s); the held-out evaluation needs "
+              f"{MIN_HELD_OUT_PAIRS}, so only the arithmetic row is shown.")
+    x = to_float(images)
+    return Pairs(found, x[0::2], x[1::2], missing)
+
+
+@torch.no_grad()
+def held_out_analogies(model, pairs):
+    """For each pair i: add the attribute, averaged over the other pairs, to i's partner.
+
+    Returns per-pair MSEs to the true target for the decoded latent composite, the same
+    arithmetic on pixels (clipped), and the unchanged reconstruction, with the images.
     """
     model.eval()
-    with torch.no_grad():
-        z_with, z_without = model.encode(with_images), model.encode(without_images)
-        results = {"latent_mse": [], "pixel_mse": [], "unchanged_mse": [],
-                   "latent_image": [], "pixel_image": [], "unchanged_image": []}
-        for i in range(len(with_images)):
-            others = [k for k in range(len(with_images)) if k != i]
-            z_vector = attribute_vector(z_with[others], z_without[others])
-            pixel_vector = attribute_vector(with_images[others], without_images[others])
-            images = {
-                "latent": model.decode(add_attribute(z_without[i:i + 1], z_vector))[0],
-                "pixel": add_attribute(without_images[i], pixel_vector).clamp(0, 1),
-                "unchanged": model.decode(z_without[i:i + 1])[0]}
-            for name, image in images.items():
-                results[f"{name}_mse"].append(float((image - with_images[i]).pow(2).mean()))
-                results[f"{name}_image"].append(image)
+    z_with, z_without = model.encode(pairs.with_images), model.encode(pairs.without_images)
+    n = len(pairs.names)
+    out = {f"{k}_{kind}": [] for k in ("latent", "pixel", "unchanged")
+           for kind in ("mse", "image")}
+    for i in range(n):
+        others = [k for k in range(n) if k != i]
+        z_vector = (z_with[others] - z_without[others]).mean(0)
+        pixel_vector = (pairs.with_images[others] - pairs.without_images[others]).mean(0)
+        images = {"latent": model.decode(z_without[i:i + 1] + z_vector)[0],
+                  "pixel": (pairs.without_images[i] + pixel_vector).clamp(0, 1),
+                  "unchanged": model.decode(z_without[i:i + 1])[0]}
+        for name, image in images.items():
+            out[f"{name}_mse"].append(float((image - pairs.with_images[i]).pow(2).mean()))
+            out[f"{name}_image"].append(image)
     for name in ("latent", "pixel", "unchanged"):
-        results[f"{name}_image"] = torch.stack(results[f"{name}_image"])
-    return results
+        out[f"{name}_image"] = torch.stack(out[f"{name}_image"])
+    latent, pixel = out["latent_mse"], out["pixel_mse"]
+    out["summary"] = {"pairs": n, "latent_mse": sum(latent) / n, "pixel_mse": sum(pixel) / n,
+                      "unchanged_mse": sum(out["unchanged_mse"]) / n,
+                      "latent_wins": sum(a < b for a, b in zip(latent, pixel))}
+    return out
 
 
-def fit_probe(z, y, steps=300, weight_decay=1e-2):
-    """Logistic regression on standardised codes; returns a function giving P(y = 1)."""
-    mean, std = z.mean(0), z.std(0) + 1e-6
-    weight = torch.zeros(z.shape[1], requires_grad=True)
-    bias = torch.zeros(1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps)
-    inputs, targets = (z - mean) / std, y.float()
+@torch.no_grad()
+def analogy_row(model, pairs, target, donor, scales=(0.0, 0.5, 1.0, 1.5, 2.0)):
+    """The course's row for pair `target`: cat(donor) - human(donor) + human(target), and
+    the same with the vector averaged over every pair but the target's, at several scales."""
+    z_with, z_without = model.encode(pairs.with_images), model.encode(pairs.without_images)
+    others = [k for k in range(len(pairs.names)) if k != target]
+    single = z_with[donor] - z_without[donor]
+    averaged = (z_with[others] - z_without[others]).mean(0)
+    base = z_without[target]
+    images = {"single": model.decode((base + single)[None])[0],
+              "averaged": model.decode((base + averaged)[None])[0],
+              "scaled": model.decode(torch.stack([base + s * averaged for s in scales]))}
+    truth = pairs.with_images[target]
+    mse = {k: float((images[k] - truth).pow(2).mean()) for k in ("single", "averaged")}
+    return images, mse, list(scales), others
 
-    def closure():
-        optimizer.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(inputs @ weight + bias, targets)
-        loss = loss + weight_decay * weight.pow(2).sum()
-        loss.backward()
-        return loss
 
-    optimizer.step(closure)
-    weight, bias = weight.detach(), bias.detach()
-    return lambda codes: torch.sigmoid(((codes - mean) / std) @ weight + bias)
+def fit_probe(z, is_attribute):
+    """Logistic regression on standardised codes; returns P(attribute) for new codes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    probe.fit(z.numpy(), is_attribute.numpy())
+    return lambda codes: torch.from_numpy(probe.predict_proba(codes.numpy())[:, 1])
 
 
 # ----------------------------------------------------------------------------------------
-# 5. Saving artifacts
+# 7. Report: claims, tables, figures
+# ----------------------------------------------------------------------------------------
+
+class Report:
+    """Sentences of the answers, filled from the run, and the claims among them.
+
+    `fill` renders a template with named fields only. `claim` renders a sentence whose
+    truth depends on the run together with its condition, a Python expression over the
+    same fields; when the condition is false, a warning is shown right under it.
+    """
+
+    def __init__(self):
+        self.claims = []
+
+    def fill(self, template, **values):
+        return template.format(**values)
+
+    def claim(self, claim_id, text, condition, **values):
+        names = {"__builtins__": {f.__name__: f for f in (abs, all, any, len, max, min, sum)}}
+        holds = bool(eval(condition, names | values))  # noqa: S307 (our own fixed strings)
+        sentence = text.format(**values)
+        self.claims.append({"id": claim_id, "text": sentence, "condition": condition,
+                            "values": {k: jsonable(v) for k, v in values.items()},
+                            "holds": holds})
+        if holds:
+            return sentence
+        return (f"{sentence}\n\n> **Warning: this run contradicts the sentence above** "
+                f"(claim `{claim_id}`: `{condition}` is false).\n\n")
+
+    def show(self, *sentences):
+        """Display sentences as one paragraph of Markdown (a list item per '- ' start)."""
+        from IPython.display import Markdown, display
+
+        display(Markdown(" ".join(sentences).replace("\n ", "\n")))
+
+
+def jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def table(rows, floatfmt=".4g", **columns):
+    """A Markdown table from a list of dicts (or a DataFrame), for display in the notebook."""
+    import pandas as pd
+    from IPython.display import Markdown
+
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    if columns:
+        frame = frame[list(columns)].rename(columns=columns)
+    return Markdown(frame.to_markdown(index=False, floatfmt=floatfmt))
+
+
+FIGURE_WIDTH_IN = 6.0    # the PDF prints figures at most this wide (0.9 of the text width)
+MIN_TEXT_PT = 7.0
+
+
+def smallest_printed_text(fig):
+    """The smallest font size (pt) of the figure's visible texts at the size it prints."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    scale = min(1.0, FIGURE_WIDTH_IN / box.width)
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+    return (min(sizes) if sizes else MIN_TEXT_PT) * scale, box.width * scale
+
+
+def show_images(rows, row_titles=None, col_titles=None, size=1.0, title=None, fontsize=8):
+    """A grid of images: `rows` is a list of lists (or tensors) of (3, H, W) images."""
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols, size * n_rows),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(row):
+                image = row[c].float()
+                image = image / 255 if image.max() > 1 else image
+                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+            if col_titles and r == 0 and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=fontsize)
+        if row_titles:
+            axes[r, 0].set_ylabel(row_titles[r], fontsize=fontsize)
+    if title:
+        fig.suptitle(title, fontsize=fontsize + 1)
+    fig.tight_layout()
+    return fig
+
+
+def wrap(text, width=14):
+    """Break an emoji name into short lines for a figure title."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def representative(split, count, seed):
+    """A seeded random draw of `count` unique emoji of a split (indices into originals)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(len(split.texts), generator=generator)[:count].sort().values
+
+
+def worst_emoji(split, per_image_mse, count):
+    """The `count` unique emoji with the highest mean error over their images."""
+    per_emoji = torch.zeros(len(split.texts)).index_add_(0, split.origin, per_image_mse)
+    per_emoji /= torch.bincount(split.origin, minlength=len(split.texts))
+    return per_emoji.argsort(descending=True)[:count], per_emoji
+
+
+# ----------------------------------------------------------------------------------------
+# 8. Run folder: lock, staging, saving and loading
 # ----------------------------------------------------------------------------------------
 
 def atomic_write(path, write):
     """Call write(tmp_path), then move the finished file onto `path` in one step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
-        write(tmp)
+        write(str(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
-def save_model(path, model, **extra):
-    """Save the state dict with the config that rebuilds the model (and any extras)."""
-    payload = {"config": asdict(model.config), "state_dict": model.state_dict(), **extra}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Run:
+    """One notebook run into `run_dir`: it holds the folder's lock, writes every output
+    into a staging folder, and moves them into place only when `finish` is called at the
+    very end, so a failed or interrupted run leaves the previous outputs untouched."""
+
+    OUTPUTS = ("weights", "latents", "report")
+
+    def __init__(self, config):
+        self.config = config
+        self.dir = Path(config.run_dir).resolve()
+        self.id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.lock = self.dir / ".run.lock"
+        self._take_lock()
+        atexit.register(self.release)
+        for stale in list(self.dir.glob(".staging-*")) + list(self.dir.rglob(".*.tmp")):
+            remove_tree(stale)
+        self.staging = self.dir / f".staging-{self.id}"
+        self.staging.mkdir()
+        self.started = time.perf_counter()
+        self.device = pick_device()
+        self.figures = {}
+
+    def _take_lock(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.write(fd, json.dumps({"pid": os.getpid(), "run": self.id}).encode())
+                os.close(fd)
+                return
+            except FileExistsError:
+                try:
+                    holder = json.loads(self.lock.read_text())
+                except (OSError, ValueError):
+                    holder = {"pid": -1}
+                if holder.get("pid", -1) > 0 and pid_alive(holder["pid"]):
+                    raise RuntimeError(
+                        f"run_dir {self.dir} is in use by another run (process "
+                        f"{holder['pid']}, run {holder.get('run')}). Wait for it to finish, "
+                        "or give this run another folder, e.g. -p run_dir runs/other.")
+                self.lock.unlink(missing_ok=True)  # its process is gone: a stale lock
+        raise RuntimeError(f"could not lock {self.lock}; remove it if no run is active.")
+
+    def release(self):
+        try:
+            holder = json.loads(self.lock.read_text())
+            if holder.get("run") == self.id:
+                self.lock.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def path(self, relative):
+        return self.staging / relative
+
+    def save_model(self, relative, model, **extra):
+        """Save the state dict with the config that rebuilds the model and the run id."""
+        payload = {"config": asdict(model.config), "state_dict": model.state_dict(),
+                   "run_id": self.id, **extra}
+        return atomic_write(self.path(relative), lambda tmp: torch.save(payload, tmp))
+
+    def save_latents(self, relative, model, data):
+        """The latent code of every image of every split, with text, label and split."""
+        rows = {"z": [], "text": [], "label": [], "split": [], "origin": [], "run_id": self.id}
+        for name, split in data.splits.items():
+            rows["z"].append(evaluate(model, split.x)["z"])
+            rows["text"] += [split.texts[i] for i in split.origin]
+            rows["split"] += [name] * len(split.x)
+            rows["origin"].append(split.origin)
+            rows["label"].append(split.y)
+        for key in ("z", "origin", "label"):
+            rows[key] = torch.cat(rows[key])
+        return atomic_write(self.path(relative), lambda tmp: torch.save(rows, tmp))
+
+    def save_figure(self, fig, name):
+        """Save a figure (PNG, 150 dpi) and record its smallest text size in print."""
+        smallest, width = smallest_printed_text(fig)
+        self.figures[name] = {"smallest_text_pt": round(smallest, 2),
+                              "printed_width_in": round(width, 2)}
+        path = self.path(f"report/figures/{name}.png")
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150,
+                                                   bbox_inches="tight"))
+        return path
+
+    def finish(self, metrics):
+        """Write metrics.json, then move every staged output into run_dir and unlock."""
+        metrics = metrics | {"run": {"id": self.id, "date": time.strftime("%Y-%m-%d"),
+                                     "device": str(self.device)},
+                             "figures": self.figures, "provenance": provenance()}
+        metrics["runtime"] = metrics.get("runtime", {}) | {
+            "device": str(self.device), "seconds": time.perf_counter() - self.started}
+        atomic_write(self.path("report/metrics.json"),
+                     lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+        moved = []
+        for path in sorted(p for p in self.staging.rglob("*") if p.is_file()):
+            target = self.dir / path.relative_to(self.staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            moved.append(target)
+        remove_tree(self.staging)
+        self.release()
+        return moved
+
+
+def remove_tree(path):
+    import shutil
+
+    if Path(path).is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        Path(path).unlink(missing_ok=True)
 
 
 def load_model(path, expected_config=None, device="cpu"):
-    """Rebuild a model from a file written by `save_model`; returns it and the payload."""
+    """Rebuild a model from a file written by `Run.save_model`; returns it and the payload."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist. Run the notebook "
@@ -826,33 +1340,7 @@ def load_model(path, expected_config=None, device="cpu"):
     return model.to(device).eval(), payload
 
 
-def save_latents(path, model, splits):
-    """Save the latent code of every image of every split, with its text, label and split."""
-    rows = {"z": [], "text": [], "label": [], "split": [], "origin": []}
-    for name, split in splits.items():
-        z = evaluate(model, split["x"])["z"]
-        rows["z"].append(z)
-        rows["text"] += [split["texts"][i] for i in split["origin"]]
-        rows["split"] += [name] * len(z)
-        rows["origin"].append(split["origin"])
-        if split["y"] is not None:
-            rows["label"].append(split["y"])
-    rows["z"], rows["origin"] = torch.cat(rows["z"]), torch.cat(rows["origin"])
-    rows["label"] = torch.cat(rows["label"]) if rows["label"] else None
-    return atomic_write(path, lambda tmp: torch.save(rows, tmp))
-
-
-def save_json(path, data):
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
-
-
-def save_figure(fig, path):
-    """Write a matplotlib figure as PNG, atomically."""
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120,
-                                                      bbox_inches="tight"))
-
-
-def notebook_code_sha256(notebook_path):
+def notebook_code_sha256(notebook_path=NOTEBOOK):
     """sha256 of the notebook's code cells (papermill's injected cell left out)."""
     cells = json.loads(Path(notebook_path).read_text())["cells"]
     code = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
@@ -861,7 +1349,7 @@ def notebook_code_sha256(notebook_path):
     return hashlib.sha256("\n\n".join(code).encode("utf-8")).hexdigest()
 
 
-def provenance(notebook_path=REPO_ROOT / "homework2.ipynb"):
+def provenance(notebook_path=NOTEBOOK):
     """Hashes of the code that made a run, and the versions it ran with."""
     import platform
 
@@ -869,76 +1357,3 @@ def provenance(notebook_path=REPO_ROOT / "homework2.ipynb"):
             "notebook_code_sha256": notebook_code_sha256(notebook_path),
             "torch": torch.__version__, "datasets": datasets.__version__,
             "python": platform.python_version()}
-
-
-def markdown_table(headers, rows):
-    """A Markdown table (renders in Jupyter and in the PDF)."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def make_submission(root=REPO_ROOT, zip_path=None):
-    """Check that every deliverable exists and is current, then write homework2.zip."""
-    import zipfile
-
-    root = Path(root)
-    files = ["homework2.ipynb", "report/homework2.pdf", "helpers.py", "requirements.txt"]
-    missing = [f for f in files + ["report/metrics.json"] if not (root / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"missing deliverables: {missing}. Run `make report` first.")
-    recorded = json.loads((root / "report/metrics.json").read_text())["provenance"]
-    current = provenance(root / "homework2.ipynb")
-    stale = [k for k in ("helpers_sha256", "notebook_code_sha256") if recorded[k] != current[k]]
-    if stale:
-        raise RuntimeError(f"the outputs are stale ({', '.join(stale)} changed since the run). "
-                           "Run `make report` again.")
-    zip_path = Path(zip_path or root / "homework2.zip")
-    names = {"report/homework2.pdf": "homework2.pdf"}
-
-    def write(tmp):
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            for f in files:
-                archive.write(root / f, names.get(f, f))
-
-    atomic_write(zip_path, write)
-    print(f"Wrote {zip_path} with {', '.join(names.get(f, f) for f in files)}")
-    return zip_path
-
-
-# ----------------------------------------------------------------------------------------
-# 6. Figures
-# ----------------------------------------------------------------------------------------
-
-def show_images(rows, row_titles=None, col_titles=None, size=1.3, title=None):
-    """A grid of images: `rows` is a list of lists (or tensors) of (3, H, W) images."""
-    import matplotlib.pyplot as plt
-
-    n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols, size * n_rows + 0.3),
-                             squeeze=False)
-    for r, row in enumerate(rows):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            ax.set_xticks([]), ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(row):
-                image = row[c].float()
-                image = image / 255 if image.max() > 1 else image
-                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
-            if col_titles and r == 0 and c < len(col_titles):
-                ax.set_title(col_titles[c], fontsize=7)
-        if row_titles:
-            axes[r, 0].set_ylabel(row_titles[r], fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def wrap(text, width=18):
-    """Break an emoji name into short lines for a figure title."""
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width))

@@ -2,12 +2,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import helpers  # noqa: E402
+
+
+def config(**changes):
+    """The notebook's default configuration, with changes; the mirror as the source."""
+    return helpers.RunConfig.defaults(**({"source": "mirror"} | changes))
 
 
 @pytest.fixture(scope="session")
@@ -19,25 +23,35 @@ def mirror():
 @pytest.fixture(scope="session")
 def face_data(mirror):
     """The face subset, labelled, split and augmented as the notebook does it."""
-    return helpers.prepare_data(mirror, ["face"], seed=0, class_words=helpers.FACE_CLASSES)
+    return helpers.prepare_data(mirror, config())
+
+
+def write_parquet(path, rows):
+    """A parquet in the hub's schema from (text, PIL image or raw bytes) rows."""
+    import io
+
+    from datasets import Dataset
+
+    table = {"image": [], "text": []}
+    for text, image in rows:
+        if not isinstance(image, bytes):
+            png = io.BytesIO()
+            image.save(png, format="PNG")
+            image = png.getvalue()
+        table["image"].append({"bytes": image, "path": None})
+        table["text"].append(text)
+    Dataset.from_dict(table, features=helpers.hub_features()).to_parquet(str(path))
+    return path
 
 
 @pytest.fixture
 def tiny_parquet(tmp_path):
     """A parquet in the hub's schema with three small coloured squares."""
-    from datasets import Dataset
-    import io
     from PIL import Image
 
-    rows = {"image": [], "text": []}
-    for text, colour in [("red face", "red"), ("blue face", "blue"), ("green cat", "green")]:
-        png = io.BytesIO()
-        Image.new("RGB", (32, 32), colour).save(png, format="PNG")
-        rows["image"].append({"bytes": png.getvalue(), "path": None})
-        rows["text"].append(text)
-    path = tmp_path / "tiny.parquet"
-    Dataset.from_dict(rows, features=helpers.hub_features()).to_parquet(str(path))
-    return path
+    return write_parquet(tmp_path / "tiny.parquet", [
+        (text, Image.new("RGB", (32, 32), colour))
+        for text, colour in [("red face", "red"), ("blue face", "blue"), ("green cat", "green")]])
 
 
 @pytest.fixture

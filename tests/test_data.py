@@ -4,8 +4,10 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 
 import helpers
+from conftest import config, write_parquet
 
 
 def test_mirror_has_the_hubs_schema(mirror):
@@ -69,26 +71,50 @@ def test_parquet_without_image_column(tmp_path):
         helpers.load_emoji_dataset(str(path))
 
 
-def test_undecodable_image_is_skipped_and_counted(tiny_parquet, tmp_path):
-    from datasets import Dataset
-
-    dataset, _ = helpers.load_emoji_dataset(str(tiny_parquet))
-    rows = dataset.cast_column("image", helpers.hub_features()["image"].__class__(decode=False))
-    rows = rows.to_dict()
-    rows["image"][1] = {"bytes": b"\x89PNG broken", "path": None}
-    path = tmp_path / "one_broken.parquet"
-    Dataset.from_dict(rows, features=helpers.hub_features()).to_parquet(str(path))
+def test_undecodable_image_and_bad_text_are_skipped_and_counted(tmp_path):
+    square = Image.new("RGB", (32, 32), "red")
+    path = write_parquet(tmp_path / "bad_rows.parquet", [
+        ("red face", square), ("broken face", b"\x89PNG broken"), (None, square),
+        ("green cat", square)])
     dataset, _ = helpers.load_emoji_dataset(str(path))
-    images, texts, skipped = helpers.decode_images(dataset, range(3), image_size=8)
-    assert skipped == 1 and texts == ["red face", "green cat"] and len(images) == 2
+    images, texts, skipped = helpers.decode_images(dataset, range(4), image_size=8)
+    assert skipped == 2 and texts == ["red face", "green cat"] and len(images) == 2
+    chosen, _ = helpers.select_subset(dataset["text"], ["face"])
+    assert chosen == [0, 1]   # the row without a text is never selected
+
+
+def test_sixteen_bit_images_keep_their_grey_level(tmp_path):
+    import numpy as np
+
+    grey = Image.fromarray(np.full((16, 16), 32768, dtype=np.uint16))
+    assert grey.mode.startswith("I")
+    path = write_parquet(tmp_path / "deep.parquet", [("grey face", grey)])
+    dataset, _ = helpers.load_emoji_dataset(str(path))
+    images, _, skipped = helpers.decode_images(dataset, [0], image_size=8)
+    assert skipped == 0 and abs(float(images.float().mean()) - 127.5) < 2
+
+
+def test_empty_source_says_it_has_no_rows(tmp_path):
+    path = write_parquet(tmp_path / "empty.parquet", [])
+    with pytest.raises(ValueError, match="has no rows"):
+        helpers.load_emoji_dataset(str(path))
 
 
 def test_subset_rules():
-    texts = ["cat face", "surface tension", "face palm", "dog", "man running", "woman"]
-    assert helpers.select_subset(texts, ["face"]) == [0, 2]
-    assert helpers.select_subset(texts, ["face"], whole_word=False) == [0, 1, 2]
-    assert helpers.select_subset(texts, ["dog", "man"]) == [3, 4]
-    assert helpers.select_subset(texts, "woman") == [5]
+    texts = ["cat face", "surface tension", "face palm", "dog", "man running", "Woman", None]
+    assert helpers.select_subset(texts, ["face"])[0] == [0, 2]
+    assert helpers.select_subset(texts, ["face"], whole_word=False)[0] == [0, 1, 2]
+    assert helpers.select_subset(texts, ["dog", "man"])[0] == [3, 4]
+    assert helpers.select_subset(texts, "woman")[0] == [5]
+
+
+def test_exclusion_drops_whole_words_and_counts_them():
+    texts = ["cat face", "grinning face", "face palm", "palmtree face", "clock face one", "sunglasses face"]
+    chosen, dropped = helpers.select_subset(texts, ["face"], exclude=["cat", "palm", "clock", "sun"])
+    assert chosen == [1, 3, 5]           # "palmtree" and "sunglasses" are other words
+    assert dropped == {"cat": 1, "palm": 1, "clock": 1}
+    with pytest.raises(ValueError, match="once exclude"):
+        helpers.select_subset(["cat face"], ["face"], exclude=["cat"])
 
 
 def test_keyword_matching_nothing_names_words_that_occur():
@@ -96,26 +122,28 @@ def test_keyword_matching_nothing_names_words_that_occur():
         helpers.select_subset(["cat face", "dog face"], ["zzz"])
 
 
-def test_face_subset_sizes(face_data):
-    splits, info = face_data
-    assert info["subset_size"] == 170
-    assert info["split_sizes"] == {"train": 102, "val": 34, "test": 34}
+def test_face_subset_is_smiley_faces(face_data):
+    info = face_data.info
+    assert info["subset_size"] == 105 and info["matched"] == 170
+    assert sum(info["excluded"].values()) == 65 and info["excluded"]["clock"] == 24
+    texts = [t for s in face_data.splits.values() for t in s.texts]
+    assert not [t for t in texts if "cat" in t.split() or "clock" in t.split()]
+    assert info["split_sizes"] == {"train": 63, "val": 21, "test": 21}
     assert info["augmented_sizes"] == {"train": 600, "val": 200, "test": 200}
 
 
 def test_splits_are_disjoint_by_text_and_pixels(face_data):
-    splits, _ = face_data
     digest = lambda image: hashlib.sha256(image.numpy().tobytes()).hexdigest()
-    texts = [set(s["texts"]) for s in splits.values()]
-    pixels = [{digest(im) for im in s["originals"]} for s in splits.values()]
+    splits = face_data.splits.values()
+    texts = [set(s.texts) for s in splits]
+    pixels = [{digest(im) for im in s.originals} for s in splits]
     for group in (texts, pixels):
         assert not group[0] & group[1] and not group[0] & group[2] and not group[1] & group[2]
 
 
 def test_split_is_stratified_and_follows_60_20_20(face_data):
-    splits, _ = face_data
-    for c in range(3):
-        counts = [int((s["labels"] == c).sum()) for s in splits.values()]
+    for c in range(len(face_data.class_names)):
+        counts = [int((s.labels == c).sum()) for s in face_data.splits.values()]
         total = sum(counts)
         assert all(n >= 1 for n in counts)
         assert abs(counts[1] - 0.2 * total) <= 1 and abs(counts[2] - 0.2 * total) <= 1
@@ -129,33 +157,78 @@ def test_split_seed():
     assert sizes == {"train": 30, "val": 10, "test": 10}
 
 
-def test_too_small_subset_or_class():
+def test_too_small_subset_or_class_is_named_with_its_members():
     with pytest.raises(ValueError, match="too few to split 60/20/20"):
         helpers.split_indices(2, seed=0)
     labels = torch.tensor([0] * 10 + [1] * 2)
-    with pytest.raises(ValueError, match="class 1 has 2 emoji"):
-        helpers.split_indices(12, seed=0, labels=labels)
+    texts = [f"face {i}" for i in range(12)]
+    with pytest.raises(ValueError, match=r"class 'sad' has 2 emoji \['face 10', 'face 11'\]"):
+        helpers.split_indices(12, seed=0, labels=labels, class_names=["glad", "sad"], texts=texts)
 
 
-def test_augmentation_targets_shape_range_and_determinism(face_data):
-    splits, _ = face_data
-    for split in splits.values():
-        x = split["x"]
+def test_augmented_splits_shape_range_and_origin(face_data):
+    for split in face_data.splits.values():
+        x = split.x
         assert x.dtype == torch.float32 and x.shape[1:] == (3, 64, 64)
         assert 0 <= float(x.min()) and float(x.max()) <= 1
-        n = len(split["originals"])
-        assert torch.equal(split["x"][:n], helpers.to_float(split["originals"]))
-        assert torch.equal(split["y"], split["labels"][split["origin"]])
-    originals = splits["val"]["originals"]
-    a, _, _ = helpers.augment_to(originals, 100, seed=5)
-    b, _, _ = helpers.augment_to(originals, 100, seed=5)
-    c, _, _ = helpers.augment_to(originals, 100, seed=6)
+        n = len(split.originals)
+        assert torch.equal(x[:n], helpers.to_float(split.originals))
+        assert torch.equal(split.y, split.labels[split.origin])
+
+
+def test_augmentation_is_seeded():
+    images = (torch.rand(4, 3, 16, 16) * 255).to(torch.uint8)
+    a, _ = helpers.augment_to(images, 20, seed=5)
+    b, _ = helpers.augment_to(images, 20, seed=5)
+    c, _ = helpers.augment_to(images, 20, seed=6)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_class_rules_label_in_order():
+def test_augmentation_keeps_the_background_pure_white():
+    """A red disc on white: after augmentation every pixel far from the disc is exactly 255."""
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disc = ((yy - 32) ** 2 + (xx - 32) ** 2) < 12 ** 2
+    image = torch.full((1, 3, 64, 64), 255, dtype=torch.uint8)
+    image[0, 1:, disc] = 0
+    copies, _ = helpers.augment_to(image, 50, seed=0)
+    far = ((yy - 32) ** 2 + (xx - 32) ** 2) > 22 ** 2   # beyond any shift, scale or rotation
+    assert (copies[:, :, far] == 255).all()
+    assert (copies[:, :, :2, :2] == 255).all() and (copies[:, :, -2:, -2:] == 255).all()
+    assert (copies[1:, 1, 28:36, 28:36] < 60).all()     # the disc is still there, still red
+
+
+def test_the_fixed_copies_and_the_training_batches_share_one_augmentation(face_data):
+    import inspect
+
+    assert "augment(" in inspect.getsource(helpers.augment_to)
+    assert "augment(" in inspect.getsource(helpers.train)
+    source = inspect.getsource(helpers)
+    assert source.count("def augment(") == 1 and "RandomAffine" not in source
+
+
+def test_bigger_split_than_target_keeps_its_originals():
+    images = (torch.rand(7, 3, 8, 8) * 255).to(torch.uint8)
+    out, origin = helpers.augment_to(images, 5, seed=0)
+    assert torch.equal(out, images) and origin.tolist() == list(range(7))
+
+
+def test_class_rules_label_in_order_with_case_folding():
     labels, names = helpers.label_by_rules(
-        ["grinning face", "crying cat face", "cat face with tears of joy", "robot face"],
-        helpers.FACE_CLASSES)
-    assert names == ["happy", "unhappy", "other"]
-    assert labels.tolist() == [0, 1, 0, 2]
+        ["Grinning face", "crying face", "face with tears of joy", "neutral face", "sleepy face",
+         "sleeping face", "smiling face with tear"], config().class_words)
+    assert names == ["happy", "unhappy", "neutral"]
+    assert labels.tolist() == [0, 1, 0, 2, 2, 2, 0]
+
+
+def test_face_classes_are_large_enough_to_split(face_data):
+    assert all(size >= 15 for size in face_data.info["class_sizes"].values())
+
+
+def test_bootstrap_is_seeded_and_resamples_emoji_not_images():
+    groups = torch.arange(12).repeat_interleave(5)
+    values = groups.double() ** 1.5 + torch.rand(60, generator=torch.Generator().manual_seed(0))
+    first = helpers.bootstrap(values, groups, seed=3)
+    assert first == helpers.bootstrap(values, groups, seed=3)
+    assert first["emoji"] == 12 and first["images"] == 60
+    assert first["low"] < first["mean"] < first["high"]
+    assert first != helpers.bootstrap(values, groups, seed=4)

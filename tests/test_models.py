@@ -1,85 +1,124 @@
-"""Models, training, parameter checks, saving and latent arithmetic, on small tensors."""
+"""Models, training, configuration checks, saving and latent arithmetic, on small tensors."""
+import dataclasses
 import json
-from dataclasses import asdict
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import helpers
+from conftest import config
 
 
 def small_model(**kwargs):
-    config = helpers.AEConfig(latent_dim=8, width=4, image_size=16, **kwargs)
-    return helpers.Autoencoder(config)
+    return helpers.Autoencoder(helpers.AEConfig(latent_dim=8, width=4, image_size=16, **kwargs))
 
 
 def test_output_shape_equals_input_and_stays_in_range():
-    model = small_model(num_classes=3).eval()
-    x = torch.rand(5, 3, 16, 16)
-    with torch.no_grad():
-        recon, z, logits = model(x)
-    assert recon.shape == x.shape and z.shape == (5, 8) and logits.shape == (5, 3)
-    assert 0 <= float(recon.min()) and float(recon.max()) <= 1
+    for linear_path in (True, False):
+        model = small_model(num_classes=3, linear_path=linear_path).eval()
+        x = torch.rand(5, 3, 16, 16)
+        with torch.no_grad():
+            recon, z, logits = model(x)
+        assert recon.shape == x.shape and z.shape == (5, 8) and logits.shape == (5, 3)
+        assert 0 <= float(recon.min()) and float(recon.max()) <= 1
 
 
 def test_model_started_from_pca_is_pca():
     x = torch.rand(40, 3, 16, 16)
     model = small_model().eval()
-    mean, components = helpers.fit_pca(x, 8)
-    model.start_from_pca(mean, components)
+    pca = helpers.PCA(x)
+    model.start_from_pca(*pca.components(8))
     with torch.no_grad():
         recon = model(x)[0]
-    assert torch.allclose(recon, helpers.pca_reconstruct(x, mean, components), atol=1e-5)
+    assert torch.allclose(recon, pca.reconstruct(x, 8), atol=1e-5)
 
 
 def test_pca_with_all_components_is_exact_and_fewer_are_worse():
     x = torch.rand(10, 3, 8, 8)
-    full = helpers.pca_reconstruct(x, *helpers.fit_pca(x, 10))
-    assert torch.allclose(full, x, atol=1e-5)
-    few = helpers.pca_reconstruct(x, *helpers.fit_pca(x, 2))
-    assert helpers.mse_per_image(few, x).mean() > 1e-3
+    pca = helpers.PCA(x)
+    assert pca.mse(x, 9) < 1e-10
+    assert pca.mse(x, 2) > 1e-3
+
+
+def test_latent_size_beyond_pca_rank_is_refused():
+    with pytest.raises(ValueError, match="latent size 11 is more than PCA can give"):
+        helpers.PCA(torch.rand(10, 3, 8, 8)).components(11)
+
+
+def test_summary_is_torchinfo_layer_by_layer():
+    text = str(helpers.summary(small_model()))
+    for name in ("encoder", "decoder", "linear_encoder", "linear_decoder", "Total params"):
+        assert name in text
 
 
 @pytest.mark.parametrize("change, message", [
     ({"image_size": 48}, "power of two"), ({"image_size": 8}, "power of two"),
-    ({"latent_dim": 0}, "latent_dim=0"), ({"dropout": 1.5}, "dropout"),
+    ({"latent_dim": 0}, "latent_dim: 0"),
 ])
 def test_bad_model_config(change, message):
     with pytest.raises(ValueError, match=message):
-        helpers.Autoencoder(helpers.AEConfig(**change))
+        helpers.AEConfig(**change)
 
 
-GOOD = dict(seed=0, keywords=["face"], latent_dims=[16, 32], latent_dim=None, epochs=2,
-            batch_size=32, lr=1e-3, weight_decay=0.01, width=16, lam=0.01, n_seeds=2)
+def test_defaults_come_from_the_notebooks_parameters_cell():
+    defaults = helpers.notebook_defaults()
+    assert set(defaults) == {f.name for f in dataclasses.fields(helpers.RunConfig)}
+    assert config().epochs == defaults["epochs"]
 
 
 @pytest.mark.parametrize("name, value, message", [
     ("latent_dims", [], "at least one latent size"),
-    ("latent_dims", [16, -4], "latent_dims: -4 is not a positive integer"),
-    ("latent_dim", 0, "latent_dim=0"),
-    ("epochs", 0, "epochs: 0 is not a positive integer"),
+    ("latent_dims", [16, -4], "latent_dims: -4 is not an integer from 1 to 599"),
+    ("latent_dims", [16, 4096], "latent_dims: 4096 is not an integer from 1 to 599 .PCA"),
+    ("latent_dim", 0, "latent_dim: 0"),
+    ("epochs", 0, "epochs: 0 is not an integer from 1"),
     ("batch_size", 2.5, "batch_size: 2.5"),
-    ("lr", 0.0, "lr=0.0: the learning rate must be positive"),
-    ("lam", -1.0, "lam=-1.0: lambda"),
+    ("lr", 0.0, "lr=0.0: must be a finite number above 0"),
+    ("lr", 1e6, "lr=1000000.0: .* diverge"),
+    ("lr", "0.01", "lr='0.01'"),
+    ("lam", -1.0, "lam=-1.0"),
+    ("lam", float("nan"), "lam=nan: must be a finite number"),
+    ("weight_decay", float("inf"), "weight_decay=inf"),
     ("keywords", [], "keywords"),
     ("n_seeds", 0, "n_seeds"),
+    ("seed", -1, "seed: -1 is not an integer from 0"),
+    ("seed", 4294967295, "seed: 4294967295"),
+    ("seed", 10 ** 20, "seed: 1000000"),
+    ("quick", "maybe", "quick='maybe': must be True or False"),
+    ("whole_word", 1, "whole_word=1"),
+    ("class_words", {"happy": []}, "at least two classes"),
+    ("class_words", {"happy": [], "sad": ["cry"]}, "only the last may be empty"),
+    ("min_gain", 0, "min_gain=0"),
+    ("group_members", ["a"], "group_members"),
 ])
 def test_bad_parameters_are_named(name, value, message):
-    helpers.check_parameters(**GOOD)
     with pytest.raises(ValueError, match=message):
-        helpers.check_parameters(**{**GOOD, name: value})
+        config(**{name: value})
 
 
-def tiny_run(seed, num_classes=0):
+def test_papermill_booleans_are_understood():
+    assert config(quick="false").quick is False
+    assert config(quick="True", run_dir="runs/x").quick is True
+    assert config(whole_word="FALSE").whole_word is False
+
+
+def test_quick_mode_never_writes_into_the_repository_root():
+    with pytest.raises(ValueError, match="never replaces the committed results"):
+        config(quick=True, run_dir=".")
+    quick = config(quick=True, run_dir="runs/q", latent_dims=[64]).effective()
+    assert quick.latent_dims == [64] and quick.epochs == 2 and quick.n_seeds == 2
+
+
+def tiny_run(seed, num_classes=0, lr=2e-3):
     torch.manual_seed(123)
     x = torch.rand(24, 3, 16, 16)
     y = torch.arange(24) % 2
     model = small_model(num_classes=num_classes)
-    model.start_from_pca(*helpers.fit_pca(x[:16], 8))
-    config = helpers.TrainConfig(epochs=2, batch_size=8, seed=seed, lam=0.1)
+    model.start_from_pca(*helpers.PCA(x[:16]).components(8))
+    recipe = helpers.TrainConfig(epochs=2, batch_size=8, seed=seed, lam=0.1, lr=lr)
     extra = {"train_y": y[:16], "val_y": y[16:]} if num_classes else {}
-    history = helpers.train(model, x[:16], x[16:], config, device=torch.device("cpu"),
-                            progress=False, **extra)
+    history = helpers.train(model, x[:16], x[16:], recipe, device=torch.device("cpu"), **extra)
     return model, history
 
 
@@ -98,19 +137,62 @@ def test_training_with_a_head_records_classification_curves():
     assert history["val_mse"][history["best_epoch"]] == min(history["val_mse"])
 
 
-def test_save_and_rebuild_model(tmp_path):
-    model = small_model(num_classes=2).eval()
-    path = helpers.save_model(tmp_path / "m.pt", model, note="x")
-    rebuilt, payload = helpers.load_model(path)
+def test_diverging_training_stops_at_once_with_the_fix():
+    with pytest.raises(helpers.TrainingDiverged, match="epoch 1.*Lower the learning rate"):
+        tiny_run(0, lr=1e30)
+
+
+def test_size_rule_stops_where_doubling_stops_paying():
+    rows = [{"latent_dim": k, "val_mse": v} for k, v in
+            [(16, 1.0), (32, 0.7), (64, 0.5), (128, 0.45), (256, 0.44)]]
+    assert helpers.choose_size(rows, 0.15) == 64
+    assert helpers.choose_size(rows, 0.5) == 16
+    assert helpers.choose_size(rows, 0.01) == 256    # every step paid: the largest
+
+
+def run_config(tmp_path, **changes):
+    return config(run_dir=str(tmp_path / "run"), **changes)
+
+
+def test_run_stages_outputs_and_moves_them_only_at_the_end(tmp_path):
+    run = helpers.Run(run_config(tmp_path))
+    model = small_model().eval()
+    run.save_model("weights/m.pt", model, note="x")
+    assert not (run.dir / "weights").exists()
+    moved = run.finish({"config": {}})
+    assert {p.name for p in moved} == {"m.pt", "metrics.json"}
+    rebuilt, payload = helpers.load_model(run.dir / "weights" / "m.pt")
     x = torch.rand(3, 3, 16, 16)
-    assert payload["note"] == "x"
+    assert payload["note"] == "x" and payload["run_id"] == run.id
     assert torch.equal(rebuilt(x)[0], model(x)[0])
+    metrics = json.loads((run.dir / "report" / "metrics.json").read_text())
+    assert metrics["run"]["id"] == run.id and not (run.dir / ".run.lock").exists()
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
+    first = helpers.Run(run_config(tmp_path))
+    with pytest.raises(RuntimeError, match="in use by another run"):
+        helpers.Run(run_config(tmp_path))
+    first.release()
+    helpers.Run(run_config(tmp_path)).release()
+
+
+def test_a_stale_lock_and_stale_temporary_files_are_cleared(tmp_path):
+    folder = tmp_path / "run"
+    (folder / "weights").mkdir(parents=True)
+    (folder / ".run.lock").write_text(json.dumps({"pid": 999_999_999, "run": "old"}))
+    (folder / "weights" / ".m.pt.123.tmp").write_bytes(b"half")
+    (folder / ".staging-old").mkdir()
+    run = helpers.Run(run_config(tmp_path))
+    assert not list(folder.rglob("*.tmp")) and not (folder / ".staging-old").exists()
+    run.release()
 
 
 def test_bad_weights_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="make report"):
         helpers.load_model(tmp_path / "missing.pt")
-    path = helpers.save_model(tmp_path / "m.pt", small_model())
+    run = helpers.Run(run_config(tmp_path))
+    path = run.save_model("m.pt", small_model())
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match="damaged"):
@@ -118,10 +200,12 @@ def test_bad_weights_files(tmp_path):
     other = helpers.AEConfig(latent_dim=16, width=4, image_size=16)
     with pytest.raises(ValueError, match="was made for"):
         helpers.load_model(path, expected_config=other)
+    run.release()
 
 
-def test_interrupted_save_keeps_the_previous_file(tmp_path):
-    path = helpers.save_json(tmp_path / "metrics.json", {"old": 1})
+def test_interrupted_write_keeps_the_previous_file(tmp_path):
+    path = helpers.atomic_write(tmp_path / "metrics.json",
+                                lambda tmp: open(tmp, "w").write('{"old": 1}'))
 
     def crash(tmp):
         with open(tmp, "w") as f:
@@ -132,14 +216,6 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path):
         helpers.atomic_write(path, crash)
     assert json.loads(path.read_text()) == {"old": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
-
-
-def test_attribute_arithmetic_on_known_tensors():
-    with_a = torch.tensor([[3.0, 1.0], [5.0, 2.0]])
-    without = torch.tensor([[1.0, 1.0], [2.0, 1.0]])
-    vector = helpers.attribute_vector(with_a, without)
-    assert torch.equal(vector, torch.tensor([2.5, 0.5]))
-    assert torch.equal(helpers.add_attribute(torch.zeros(2), vector, 2.0), torch.tensor([5.0, 1.0]))
 
 
 class Identity(torch.nn.Module):
@@ -155,19 +231,43 @@ class Identity(torch.nn.Module):
 def test_held_out_analogies_leave_the_tested_pair_out():
     without = torch.full((3, 1, 2, 2), 0.2)
     shifts = torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1, 1)
-    with_a = without + shifts
-    result = helpers.held_out_analogies(Identity(), with_a, without)
+    pairs = helpers.Pairs([("a", "b")] * 3, without + shifts, without, [])
+    result = helpers.held_out_analogies(Identity(), pairs)
     # Pair 0 gets the mean shift of pairs 1 and 2 (0.25) instead of its own 0.1.
     assert result["latent_mse"][0] == pytest.approx(0.15 ** 2)
     assert result["pixel_mse"] == pytest.approx(result["latent_mse"])
     assert result["unchanged_mse"] == pytest.approx([0.01, 0.04, 0.09])
+    assert result["summary"]["pairs"] == 3 and result["summary"]["latent_wins"] == 0
 
 
-def test_classification_scores():
-    scores = helpers.classification_scores(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 2]), 3)
+def test_pairs_are_checked_and_missing_ones_named(tmp_path, capsys):
+    from PIL import Image
+    from conftest import write_parquet
+
+    square = Image.new("RGB", (8, 8), "red")
+    path = write_parquet(tmp_path / "p.parquet", [("crying cat face", square),
+                                                    ("crying face", square), ("pouting face", square)])
+    dataset, _ = helpers.load_emoji_dataset(str(path))
+    pairs = helpers.find_pairs(dataset)
+    assert pairs.names == [("crying cat face", "crying face")] and not pairs.held_out
+    assert "pouting cat face" in pairs.missing and "only 1 complete pair" in capsys.readouterr().out
+    path = write_parquet(tmp_path / "none.parquet", [("pouting face", square)])
+    with pytest.raises(ValueError, match="at least one complete"):
+        helpers.find_pairs(helpers.load_emoji_dataset(str(path))[0])
+
+
+def test_classification_scores_use_every_class():
+    scores = helpers.classification_scores(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 2]),
+                                           ["a", "b", "c"])
     assert scores["accuracy"] == 0.75
     assert scores["confusion"] == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+
+
+def test_nearest_centroid_refuses_a_class_without_training_codes():
+    z = torch.randn(6, 3)
+    assert helpers.nearest_centroid_accuracy(z, torch.tensor([0, 0, 0, 1, 1, 1]), z,
+                                             torch.tensor([0, 1, 2, 0, 1, 2])) is None
 
 
 def test_probe_separates_separable_codes():
@@ -177,12 +277,11 @@ def test_probe_separates_separable_codes():
     assert ((probability > 0.5) == y.bool()).all()
 
 
-def test_jitter_keeps_shape_range_and_white_border():
-    x = torch.ones(4, 3, 16, 16)
-    out = helpers.jitter(x, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and torch.allclose(out, x, atol=1e-5)
-
-
-def test_latent_size_beyond_pca_rank_is_refused():
-    with pytest.raises(ValueError, match="latent size 11 is more than PCA can give from 10"):
-        helpers.fit_pca(torch.rand(10, 3, 8, 8), 11)
+def test_a_claim_the_run_contradicts_shows_a_warning_and_is_recorded():
+    report = helpers.Report()
+    good = report.claim("wins", "Ours beats PCA ({r:.2f} times).", "r < 1", r=0.5)
+    bad = report.claim("loses", "Ours beats PCA ({r:.2f} times).", "r < 1", r=1.5)
+    assert good == "Ours beats PCA (0.50 times)." and "Warning" not in good
+    assert "Warning: this run contradicts the sentence above" in bad and "r < 1" in bad
+    assert [c["holds"] for c in report.claims] == [True, False]
+    assert report.claims[1]["values"] == {"r": 1.5}
