@@ -1,28 +1,30 @@
-"""Benchmark (`make bench`): timings, and our autoencoder against the peers' models and PCA.
+"""Benchmark (`make bench`): speed, the speed levers' effect on error, and our autoencoder
+against the peers' models and PCA.
 
-On the notebook's default split (face subset, seed 0) it trains
-  - ours at every latent size of the notebook's sweep, and ours without the linear path;
-  - three autoencoders that earlier submissions used (ASSIGNMENT.md describes them; rebuilt
-    here in our own code), each with its own recipe and with ours;
-and fits PCA at every size. It prints a table, writes report/benchmark.json and
-report/figures/benchmark.png, and states the machine. It asserts nothing.
+On the notebook's default configuration (read from its parameters cell) it measures
+  - training throughput in images/s and GFLOPS, beside a float32 matmul's GFLOPS;
+  - bfloat16 autocast and channels_last: speed, and test MSE after a full training;
+  - ours (both variants) at two sizes, and three autoencoders that earlier submissions used
+    (ASSIGNMENT.md describes them; rebuilt here in our own code), each with its own recipe
+    and with ours; PCA at every size.
+It prints a table, writes report/benchmark.json and report/figures/benchmark.png, and asserts
+nothing.
 """
 import copy
 import json
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
+import matplotlib
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import helpers
 
-SEED = 0
-LATENT_DIMS = [16, 32, 64, 128, 256]
-OUR_RECIPE = helpers.TrainConfig(epochs=40, batch_size=32, lr=2e-3, weight_decay=1e-2, seed=SEED)
-WIDTH = 16
+matplotlib.use("Agg")
+CONFIG = helpers.RunConfig.defaults(source="mirror", run_dir="runs/bench")
 OUT = helpers.REPO_ROOT / "report"
 
 
@@ -82,21 +84,20 @@ PEERS = {
 }
 
 
-def train_own_recipe(model, x_train, x_val, recipe):
+def train_own_recipe(model, data, recipe):
     """Adam with the peer's settings (no fresh augmentation); keep the best val-MSE epoch."""
-    torch.manual_seed(SEED)
+    x_train, x_val = data["train"].x, data["val"].x
+    torch.manual_seed(CONFIG.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"],
                                  weight_decay=recipe.get("weight_decay", 0.0))
     schedule = (torch.optim.lr_scheduler.StepLR(optimizer, recipe["step_lr"], 0.1)
                 if recipe.get("step_lr") else None)
     loss_fn = F.l1_loss if recipe["loss"] == "l1" else F.mse_loss
-    batch_size = recipe["batch_size"] or len(x_train)
     best = (float("inf"), None)
     for _ in range(recipe["epochs"]):
         model.train()
-        for idx in torch.randperm(len(x_train)).split(batch_size):
-            x = x_train[idx]
-            loss = loss_fn(model(x)[0], x)
+        for idx in torch.randperm(len(x_train)).split(recipe["batch_size"] or len(x_train)):
+            loss = loss_fn(model(x_train[idx])[0], x_train[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -108,135 +109,142 @@ def train_own_recipe(model, x_train, x_val, recipe):
     model.load_state_dict(best[1])
 
 
-def measure(name, recipe, code_size, build, fit, x_test, epochs, n_train):
-    """Build a model from the seed, train it with `fit`, and time and score it."""
-    helpers.seed_everything(SEED)
-    model = build()
-    start = time.perf_counter()
-    fit(model)
-    seconds = time.perf_counter() - start
-    mse = helpers.evaluate(model, x_test)["mse"]
-    row = {"model": name, "recipe": recipe, "code_size": code_size,
-           "parameters": helpers.count_parameters(model), "test_mse": mse,
-           "psnr": helpers.psnr(mse), "seconds": seconds,
-           "images_per_second": epochs * n_train / seconds}
+def our_recipe(model, data, **changes):
+    """The notebook's recipe (helpers.train with its TrainConfig) for any model."""
+    recipe = helpers.TrainConfig(epochs=CONFIG.epochs, batch_size=CONFIG.batch_size,
+                                 lr=CONFIG.lr, weight_decay=CONFIG.weight_decay,
+                                 seed=CONFIG.seed, **changes)
+    helpers.train(model, data["train"].x, data["val"].x, recipe, device=torch.device("cpu"))
+
+
+def row(name, recipe, code_size, model, seconds, data, epochs):
+    mse = helpers.evaluate(model, data["test"].x)["mse"]
+    result = {"model": name, "recipe": recipe, "code_size": code_size,
+              "parameters": helpers.count_parameters(model), "test_mse": mse,
+              "psnr": helpers.psnr(mse), "seconds": seconds,
+              "images_per_second": epochs * len(data["train"].x) / seconds}
     print(f"{name:<28} {recipe:<5} code {code_size:>5}  test MSE {mse:.5f}  {seconds:6.0f} s",
           flush=True)
-    return row
+    return result
 
 
-def compare(splits):
-    x_train, x_val, x_test = (splits[n]["x"] for n in ("train", "val", "test"))
-    n = len(x_train)
-
-    def ours_model(latent, linear_path=True):
-        model = helpers.Autoencoder(helpers.AEConfig(latent_dim=latent, width=WIDTH,
-                                                     linear_path=linear_path))
-        if linear_path:
-            model.start_from_pca(*helpers.fit_pca(x_train, latent))
-        return model
-
-    def our_recipe(model):
-        helpers.train(model, x_train, x_val, OUR_RECIPE, progress=False,
-                      device=torch.device("cpu"))
-
-    runs = [("ours", "ours", latent, lambda latent=latent: ours_model(latent), our_recipe,
-             OUR_RECIPE.epochs) for latent in LATENT_DIMS]
-    runs.append(("ours without linear path", "ours", LATENT_DIMS[-1],
-                 lambda: ours_model(LATENT_DIMS[-1], linear_path=False), our_recipe,
-                 OUR_RECIPE.epochs))
+def compare(data, pca):
+    rows = []
+    for k in (128, 256):
+        for variant, linear_path in helpers.VARIANTS.items():
+            fitted = helpers.fit_autoencoder(data, CONFIG, pca, k, linear_path)
+            rows.append(row(f"ours, {variant}", "ours", k, fitted.model, fitted.seconds, data,
+                            CONFIG.epochs))
     for name, (build, code_size, recipe) in PEERS.items():
-        own = lambda model, recipe=recipe: train_own_recipe(model, x_train, x_val, recipe)
-        runs.append((name, "own", code_size, build, own, recipe["epochs"]))
-        runs.append((name, "ours", code_size, build, our_recipe, OUR_RECIPE.epochs))
-    rows = [measure(name, recipe, code, build, fit, x_test, epochs, n)
-            for name, recipe, code, build, fit, epochs in runs]
-    pca = []
-    for k in sorted(set(LATENT_DIMS + [8, 512] + [c for _, c, _ in PEERS.values()])):
-        components = min(k, n - 1)  # PCA has at most n - 1 directions on n images
-        recon = helpers.pca_reconstruct(x_test, *helpers.fit_pca(x_train, components))
-        pca.append({"code_size": k, "components": components,
-                    "test_mse": float(helpers.mse_per_image(recon, x_test).mean())})
-    return rows, pca
+        for which, fit, epochs in (("own", lambda m: train_own_recipe(m, data, recipe),
+                                    recipe["epochs"]),
+                                   ("ours", lambda m: our_recipe(m, data), CONFIG.epochs)):
+            torch.manual_seed(CONFIG.seed)
+            model = build()
+            start = time.perf_counter()
+            fit(model)
+            rows.append(row(name, which, code_size, model, time.perf_counter() - start, data,
+                            epochs))
+    pca_rows = [{"code_size": k, "components": min(k, pca.rank),
+                 "test_mse": pca.mse(data["test"].x, min(k, pca.rank))}
+                for k in (8, 16, 32, 64, 128, 256, 512, 1024, 8192)]
+    return rows, pca_rows
 
 
-def dominated(rows):
-    """For each peer row: does ours reach a lower test MSE with a code no larger?"""
-    ours = [r for r in rows if r["model"] == "ours"]
-    verdicts = {}
-    for r in rows:
-        if r["model"].startswith("("):
-            better = [o for o in ours if o["code_size"] <= r["code_size"]
-                      and o["test_mse"] < r["test_mse"]]
-            verdicts[f"{r['model']} / {r['recipe']}"] = bool(better)
-    return verdicts
+def matmul_gflops(n=2048, repeats=10):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def plot(rows, pca):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def step_flops(model, batch):
+    """FLOPs of one training step (forward and backward) on `batch`."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    fig, ax = plt.subplots(figsize=(8, 3.8))
-    ax.plot([p["code_size"] for p in pca], [p["test_mse"] for p in pca], "--", color="gray",
-            marker=".", label="PCA")
-    ours = [r for r in rows if r["model"] == "ours"]
-    ax.plot([r["code_size"] for r in ours], [r["test_mse"] for r in ours], "o-", color="C0",
-            label="ours")
-    markers = iter("s^Dvx<>")
-    for r in rows:
-        if r["model"] != "ours":
-            filled = r["recipe"] == "own"
-            ax.plot(r["code_size"], r["test_mse"], next(markers), markersize=7,
-                    mfc=None if filled else "none", label=f"{r['model']}, {r['recipe']} recipe")
-    ax.set(xscale="log", yscale="log", xlabel="code size (numbers per image)",
-           ylabel="test MSE per pixel", title="Rate-distortion: test MSE against code size")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    return fig
+    with FlopCounterMode(display=False) as counter:
+        F.mse_loss(model(batch)[0], batch).backward()
+    return counter.get_total_flops()
 
 
-def timings(splits):
-    """Training throughput and the cost of the per-batch augmentation."""
-    x_train, x_val = splits["train"]["x"], splits["val"]["x"]
-    model = helpers.Autoencoder(helpers.AEConfig(latent_dim=128, width=WIDTH))
-    model.start_from_pca(*helpers.fit_pca(x_train, 128))
-    config = helpers.TrainConfig(epochs=3)
-    history = helpers.train(model, x_train, x_val, config, progress=False,
-                            device=torch.device("cpu"))
-    per_epoch = sum(history["seconds"][1:]) / (len(history["seconds"]) - 1)
-    generator = torch.Generator().manual_seed(0)
-    batch = x_train[:config.batch_size]
+def throughput(data, pca, bf16=False, channels_last=False, steps=15):
+    """Images per second of training steps at the notebook's width, latent 128."""
+    torch.manual_seed(0)
+    model = helpers.Autoencoder(helpers.AEConfig(latent_dim=128, width=CONFIG.width))
+    model.start_from_pca(*pca.components(128))
+    batch = data["train"].x[:CONFIG.batch_size]
+    if channels_last:
+        model, batch = model.to(memory_format=torch.channels_last), batch.contiguous(
+            memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     model.train()
-    spent = {"augmentation": 0.0, "step": 0.0}
-    for _ in range(20):
-        start = time.perf_counter()
-        x = helpers.jitter(batch, generator)
-        spent["augmentation"] += time.perf_counter() - start
-        start = time.perf_counter()
-        loss = F.mse_loss(model(x)[0], x)
+    for k in range(steps + 2):
+        if k == 2:
+            start = time.perf_counter()
+        loss = helpers.batch_losses(model, batch, None, 0.0, bf16)[2]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        spent["step"] += time.perf_counter() - start
-    result = {"seconds_per_epoch": per_epoch, "images_per_second": len(x_train) / per_epoch,
-              "augmentation_ms_per_batch": 1000 * spent["augmentation"] / 20,
-              "step_ms_per_batch": 1000 * spent["step"] / 20}
-    print(f"Training (latent 128): {per_epoch:.2f} s per epoch, "
-          f"{result['images_per_second']:.0f} images per second; per batch of "
-          f"{config.batch_size}: augmentation {result['augmentation_ms_per_batch']:.1f} ms, "
-          f"step {result['step_ms_per_batch']:.1f} ms "
-          f"({100 * spent['augmentation'] / spent['step']:.1f}% of a step)")
-    metrics_path = OUT / "metrics.json"
-    if metrics_path.is_file():
-        runtime = json.loads(metrics_path.read_text())["runtime"]
-        print(f"Last committed notebook run ({runtime['device']}): "
-              f"{runtime['seconds'] / 60:.1f} min in all; Part 1 with its sweep "
-              f"{runtime['part1_seconds'] / 60:.1f} min; Part 2 with its seeds "
-              f"{runtime['part2_seconds'] / 60:.1f} min "
-              f"({100 * runtime['part2_seconds'] / runtime['seconds']:.0f}% of the run)")
+    per_second = steps * len(batch) / (time.perf_counter() - start)
+    return per_second, step_flops(model, batch) / len(batch)
+
+
+def speed(data, pca):
+    """Throughput with and without each lever, and the test MSE each one trains to."""
+    matmul = matmul_gflops()
+    result = {"matmul_gflops": matmul, "levers": {}}
+    for name, lever in {"float32": {}, "bfloat16 autocast": {"bf16": True},
+                        "channels_last": {"channels_last": True}}.items():
+        images, flops = throughput(data, pca, **lever)
+        result["levers"][name] = {"images_per_second": images,
+                                  "gflops": images * flops / 1e9,
+                                  "fraction_of_matmul": images * flops / 1e9 / matmul}
+    result["flops_per_image"] = flops
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        helpers.augment(data["train"].x[:CONFIG.batch_size], generator)
+    result["augmentation_ms_per_batch"] = (time.perf_counter() - start) / 20 * 1000
+    for name, bf16 in (("float32", False), ("bfloat16 autocast", True)):
+        torch.manual_seed(CONFIG.seed)
+        model = helpers.Autoencoder(helpers.AEConfig(latent_dim=128, width=CONFIG.width))
+        model.start_from_pca(*pca.components(128))
+        recipe = replace(helpers.TrainConfig(epochs=10, batch_size=CONFIG.batch_size,
+                                             lr=CONFIG.lr, seed=CONFIG.seed), bf16=bf16)
+        start = time.perf_counter()
+        helpers.train(model, data["train"].x, data["val"].x, recipe, device=torch.device("cpu"))
+        result["levers"][name] |= {"test_mse_10_epochs": helpers.evaluate(
+            model, data["test"].x)["mse"], "seconds_10_epochs": time.perf_counter() - start}
+    for name, lever in result["levers"].items():
+        mse = lever.get("test_mse_10_epochs")
+        print(f"{name:<18} {lever['images_per_second']:7.0f} images/s  "
+              f"{lever['gflops']:6.1f} GFLOPS = {100 * lever['fraction_of_matmul']:4.0f} % of "
+              f"a float32 matmul ({matmul:.0f} GFLOPS)"
+              + (f"; test MSE after 10 epochs {mse:.5f}" if mse else ""))
+    print(f"one training step: {result['flops_per_image'] / 1e9:.2f} GFLOP per image; "
+          f"augmentation {result['augmentation_ms_per_batch']:.1f} ms per batch")
     return result
+
+
+def plot(rows, pca):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.8, 3.2))
+    ax.plot([p["code_size"] for p in pca], [p["test_mse"] for p in pca], "--", color="gray",
+            marker=".", label="PCA")
+    markers = iter("os^Dv<>x+")
+    for r in rows:
+        filled = r["recipe"] == "own" or r["model"].startswith("ours")
+        ax.plot(r["code_size"], r["test_mse"], next(markers) if not r["model"].startswith(
+            "ours, c") else "s", markersize=6, mfc=None if filled else "none",
+                label=f"{r['model']}, {r['recipe']} recipe")
+    ax.set(xscale="log", yscale="log", xlabel="code size (numbers per image)",
+           ylabel="test MSE per pixel", title="Test MSE against code size")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
 
 
 def main():
@@ -244,27 +252,29 @@ def main():
                f"torch {torch.__version__}, Python {platform.python_version()}")
     print(f"Machine: {machine}")
     started = time.perf_counter()
-    dataset, source = helpers.load_emoji_dataset("mirror")
-    splits, info = helpers.prepare_data(dataset, ["face"], SEED, class_words=helpers.FACE_CLASSES)
-    print(f"Data (load, decode, split, augment): {time.perf_counter() - started:.1f} s")
-    speed = timings(splits)
-    rows, pca = compare(splits)
-    verdicts = dominated(rows)
-    print(helpers.markdown_table(
-        ["model", "recipe", "code size", "parameters", "test MSE", "PSNR", "seconds", "images/s"],
-        [[r["model"], r["recipe"], r["code_size"], f"{r['parameters']:,}", f"{r['test_mse']:.5f}",
-          f"{r['psnr']:.2f}", f"{r['seconds']:.0f}", f"{r['images_per_second']:.0f}"]
-         for r in rows]))
-    for peer, beaten in verdicts.items():
-        print(f"ours on or below {peer}: {'yes' if beaten else 'NO'}")
-    result = {"machine": machine, "device": "cpu", "date": time.strftime("%Y-%m-%d"),
-              "source": source, "split_sizes": info["split_sizes"], "seed": SEED,
-              "our_recipe": asdict(OUR_RECIPE), "peer_recipes": {k: v[2] for k, v in PEERS.items()},
-              "timings": speed, "rows": rows, "pca": pca, "ours_dominates": verdicts,
+    dataset, source = helpers.load_emoji_dataset(CONFIG.source)
+    data = helpers.prepare_data(dataset, CONFIG)
+    pca = helpers.PCA(data["train"].x)
+    print(f"Data (load, decode, split, augment, PCA): {time.perf_counter() - started:.1f} s")
+    timings = speed(data, pca)
+    metrics_path = OUT / "metrics.json"
+    if metrics_path.is_file():
+        runtime = json.loads(metrics_path.read_text())["runtime"]
+        print(f"Last committed notebook run ({runtime['device']}): {runtime['seconds'] / 60:.1f} "
+              f"min; Part 1 {runtime['part1_seconds'] / 60:.1f} min; Part 2 with its seeds "
+              f"{runtime['part2_seconds'] / 60:.1f} min")
+    rows, pca_rows = compare(data, pca)
+    result = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "source": source,
+              "split_sizes": data.info["split_sizes"], "config": asdict(CONFIG),
+              "peer_recipes": {k: v[2] for k, v in PEERS.items()}, "timings": timings,
+              "rows": rows, "pca": pca_rows,
               "helpers_sha256": helpers.provenance()["helpers_sha256"],
               "seconds": time.perf_counter() - started}
-    helpers.save_json(OUT / "benchmark.json", result)
-    helpers.save_figure(plot(rows, pca), OUT / "figures" / "benchmark.png")
+    helpers.atomic_write(OUT / "benchmark.json",
+                         lambda tmp: open(tmp, "w").write(json.dumps(result, indent=2)))
+    fig = plot(rows, pca_rows)
+    helpers.atomic_write(OUT / "figures" / "benchmark.png",
+                         lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight"))
     print(f"Wrote {OUT / 'benchmark.json'} and the figure in {result['seconds'] / 60:.1f} min")
 
 

@@ -533,21 +533,17 @@ class AEConfig:
 
 
 def down_block(c_in, c_out, norm=True):
-    """Halve the resolution: strided 4x4 conv, then a 3x3 conv, BatchNorm, LeakyReLU."""
+    """Halve the resolution: a strided 4x4 convolution, BatchNorm, LeakyReLU (DCGAN)."""
     layers = [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not norm)]
     if norm:
         layers.append(nn.BatchNorm2d(c_out))
-    layers += [nn.LeakyReLU(0.2),
-               nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
-               nn.LeakyReLU(0.2)]
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers, nn.LeakyReLU(0.2))
 
 
 def up_block(c_in, c_out):
-    """Double the resolution: transposed 4x4 conv, then a 3x3 conv, BatchNorm, ReLU."""
-    return nn.Sequential(
-        nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-        nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+    """Double the resolution: a transposed 4x4 convolution, BatchNorm, ReLU (DCGAN)."""
+    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU())
 
 
 class Autoencoder(nn.Module):
@@ -1133,12 +1129,16 @@ def smallest_printed_text(fig):
 
 
 def show_images(rows, row_titles=None, col_titles=None, size=1.0, title=None, fontsize=8):
-    """A grid of images: `rows` is a list of lists (or tensors) of (3, H, W) images."""
+    """A grid of images: `rows` is a list of lists (or tensors) of (3, H, W) images.
+
+    Each cell is `size` inches square; the figure grows to fit the column titles' lines."""
     import matplotlib.pyplot as plt
 
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols, size * n_rows),
-                             squeeze=False)
+    lines = max((t.count("\n") + 1 for t in col_titles or [""]), default=0) if col_titles else 0
+    text_in = fontsize / 72 * 1.25
+    height = size * n_rows + lines * text_in + (2 * text_in if title else 0) + 0.1
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols + 0.4, height), squeeze=False)
     for r, row in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -1154,8 +1154,8 @@ def show_images(rows, row_titles=None, col_titles=None, size=1.0, title=None, fo
         if row_titles:
             axes[r, 0].set_ylabel(row_titles[r], fontsize=fontsize)
     if title:
-        fig.suptitle(title, fontsize=fontsize + 1)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=fontsize + 0.5)
+    fig.tight_layout(pad=0.3)
     return fig
 
 
@@ -1281,14 +1281,20 @@ class Run:
             rows[key] = torch.cat(rows[key])
         return atomic_write(self.path(relative), lambda tmp: torch.save(rows, tmp))
 
-    def save_figure(self, fig, name):
-        """Save a figure (PNG, 150 dpi) and record its smallest text size in print."""
+    def figure(self, fig, name):
+        """Save a figure (PNG, 150 dpi), record its smallest text size in print, and show
+        the saved file, so that the notebook and the PDF show exactly what was saved."""
+        import matplotlib.pyplot as plt
+        from IPython.display import Image, display
+
         smallest, width = smallest_printed_text(fig)
         self.figures[name] = {"smallest_text_pt": round(smallest, 2),
                               "printed_width_in": round(width, 2)}
         path = self.path(f"report/figures/{name}.png")
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150,
                                                    bbox_inches="tight"))
+        plt.close(fig)
+        display(Image(filename=str(path)))
         return path
 
     def finish(self, metrics):

@@ -1,15 +1,20 @@
-"""The committed outputs: they exist, match the code that made them, and reproduce."""
+"""The committed outputs: they exist, come from one full run of the committed code, hold
+every claim they make, and reproduce."""
 import json
+import re
+import subprocess
 
 import pytest
 import torch
 
 import helpers
+import project
 from conftest import ROOT
 
 METRICS = ROOT / "report" / "metrics.json"
 NOTEBOOK = ROOT / "homework2.ipynb"
-LABELS = ["1a", "1b", "1c", "1d", "1e", "1f", "1g", "2a", "2b", "2c", "2d", "2e", "3a", "3b", "3c"]
+PDF = ROOT / "report" / "homework2.pdf"
+LABELS = project.LABELS
 
 
 @pytest.fixture(scope="module")
@@ -19,27 +24,46 @@ def metrics():
 
 @pytest.fixture(scope="module")
 def run_data(metrics):
-    """The split the committed run used, rebuilt from its recorded parameters."""
-    params = metrics["parameters"]
+    """The split the committed run used, rebuilt from its recorded configuration."""
+    config = helpers.RunConfig(**(metrics["config"] | {"run_dir": "runs/check", "quick": False}))
     dataset, _ = helpers.load_emoji_dataset(metrics["data"]["source"])
-    splits, _ = helpers.prepare_data(dataset, params["keywords"], params["seed"],
-                                     class_words=helpers.FACE_CLASSES)
-    return splits
+    return helpers.prepare_data(dataset, config)
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return json.loads(NOTEBOOK.read_text())["cells"]
 
 
 def test_metrics_hold_every_reported_key(metrics):
     for section, keys in {
-        "data": ["source", "subset_size", "split_sizes"],
-        "part1": ["latent_dim", "test_mse", "pca_test_mse", "sweep"],
-        "part2": ["lambda", "test_mse", "test_accuracy", "majority_baseline_accuracy", "per_seed"],
-        "part3": ["attribute", "analogy"],
-        "runtime": ["device", "seconds"],
+        "data": ["source", "subset_size", "split_sizes", "excluded"],
+        "part1": ["variant", "latent_dim", "test_mse", "pca_test_mse", "ratio_to_pca", "sweep",
+                  "rule", "ablation", "test_mse_ci"],
+        "part2": ["lambda", "test_mse", "test_accuracy", "majority_baseline_accuracy", "per_seed",
+                  "test_accuracy_ci", "majority_baseline_ci"],
+        "part3": ["attribute", "analogy", "analogy_other"],
+        "runtime": ["device", "seconds", "part1_seconds", "part2_seconds"],
         "provenance": ["helpers_sha256", "notebook_code_sha256"],
+        "run": ["id"],
     }.items():
         assert set(keys) <= set(metrics[section]), section
-    for key in ("pairs", "latent_mse", "pixel_mse", "unchanged_mse"):
-        assert key in metrics["part3"]["analogy"]
-    assert all({"latent_dim", "val_mse", "test_mse"} <= set(r) for r in metrics["part1"]["sweep"])
+    for key in ("pairs", "latent_mse", "pixel_mse", "unchanged_mse", "latent_wins"):
+        assert key in metrics["part3"]["analogy"] and key in metrics["part3"]["analogy_other"]
+    assert {r["latent_dim"] for r in metrics["part1"]["sweep"]} >= {128, 256, 512}
+    assert {r["model"] for r in metrics["part1"]["ablation"]} == {"conv only", "with linear path"}
+    assert set(metrics["config"]) == set(helpers.notebook_defaults())
+
+
+def test_the_committed_run_is_a_full_run(metrics):
+    assert metrics["config"]["quick"] is False
+    assert metrics["config"] == {**helpers.notebook_defaults(), "run_dir": ".",
+                                 "source": metrics["config"]["source"]}
+
+
+def test_every_committed_claim_holds(metrics):
+    assert len(metrics["claims"]) >= 10
+    assert [c["id"] for c in metrics["claims"] if not c["holds"]] == []
 
 
 def test_committed_outputs_are_not_stale(metrics):
@@ -51,16 +75,22 @@ def test_committed_outputs_are_not_stale(metrics):
         "the notebook's code changed since the committed run: re-run `make report`"
 
 
+def test_weights_latents_notebook_and_pdf_come_from_one_run(metrics):
+    """Only the group's names are missing for a submission; everything else matches."""
+    problems = project.submission_problems(ROOT)
+    assert len(problems) == 1 and problems[0].startswith("group_members is empty")
+
+
 def test_part1_weights_reproduce_the_reported_test_mse(metrics, run_data):
     model, payload = helpers.load_model(ROOT / "weights" / "part1_autoencoder.pt")
     assert model.config.latent_dim == metrics["part1"]["latent_dim"]
-    mse = helpers.evaluate(model, run_data["test"]["x"])["mse"]
+    mse = helpers.evaluate(model, run_data["test"].x)["mse"]
     assert mse == pytest.approx(metrics["part1"]["test_mse"], rel=1e-4)
 
 
 def test_part2_weights_reproduce_the_reported_accuracy_and_mse(metrics, run_data):
     model, payload = helpers.load_model(ROOT / "weights" / "part2_multitask.pt")
-    result = helpers.evaluate(model, run_data["test"]["x"], run_data["test"]["y"])
+    result = helpers.evaluate(model, run_data["test"].x, run_data["test"].y)
     assert result["mse"] == pytest.approx(metrics["part2"]["test_mse"], rel=1e-4)
     assert result["accuracy"] == pytest.approx(metrics["part2"]["test_accuracy"], abs=1e-6)
 
@@ -74,8 +104,7 @@ def test_latents_cover_every_image_of_every_split(metrics):
         assert set(latents["split"]) == {"train", "val", "test"}
 
 
-def test_notebook_answers_every_question_in_order_without_errors():
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
+def test_notebook_answers_every_question_in_order_without_errors(cells):
     text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
     positions = [text.find(f"### {label}.") for label in LABELS]
     assert all(p >= 0 for p in positions) and positions == sorted(positions)
@@ -85,14 +114,36 @@ def test_notebook_answers_every_question_in_order_without_errors():
     assert not [o for o in outputs if o.get("name") == "stderr"]
 
 
-def test_pdf_exists():
-    pdf = ROOT / "report" / "homework2.pdf"
-    assert pdf.is_file() and pdf.read_bytes()[:4] == b"%PDF"
+def test_notebook_defines_no_function_and_shows_little_code(cells):
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert not [c for c in code if re.search(r"^\s*def ", "".join(c["source"]), re.M)]
+    hidden = {"remove-input", "remove-cell", "injected-parameters"}
+    visible = [c for c in code if not hidden & set(c["metadata"].get("tags", []))]
+    assert sum(len("".join(c["source"]).splitlines()) for c in visible) <= 150
+    for c in code:
+        if hidden & set(c["metadata"].get("tags", [])):
+            assert c["metadata"]["jupyter"]["source_hidden"] is True
 
 
-def test_submission_zip_holds_the_deliverables(tmp_path):
-    import zipfile
+def test_static_markdown_holds_no_number_of_the_run(cells):
+    for c in cells:
+        if c["cell_type"] == "markdown":
+            text = "".join(c["source"])
+            assert not re.search(r"\d\.\d\d|\d\s?%", text), text[:80]
 
-    path = helpers.make_submission(zip_path=tmp_path / "homework2.zip")
-    names = set(zipfile.ZipFile(path).namelist())
-    assert names == {"homework2.pdf", "homework2.ipynb", "helpers.py", "requirements.txt"}
+
+def test_committed_notebook_holds_no_widget_state():
+    notebook = json.loads(NOTEBOOK.read_text())
+    assert "widgets" not in notebook["metadata"]
+    assert "application/vnd.jupyter.widget" not in NOTEBOOK.read_text()
+
+
+def test_pdf_is_short_and_labelled_and_figures_are_readable(metrics):
+    info = subprocess.run(["pdfinfo", str(PDF)], capture_output=True, text=True, check=True).stdout
+    assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) <= 16
+    text = project.pdf_text(PDF)
+    for label in LABELS:
+        assert f"{label}." in text, label
+    assert not re.search(r"\b1\.\d\.\d\s+1[a-g]\.", text), "LaTeX numbers in front of labels"
+    for name, figure in metrics["figures"].items():
+        assert figure["smallest_text_pt"] >= helpers.MIN_TEXT_PT, name

@@ -1,5 +1,4 @@
-"""The notebook end to end in quick mode: outputs, PDF, untouched committed artifacts,
-and determinism."""
+"""The notebook end to end in quick mode, and reruns that must not touch the committed run."""
 import hashlib
 import json
 import subprocess
@@ -8,7 +7,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from test_artifacts import LABELS
+from project import LABELS, pdf_text
 
 COMMITTED = ["homework2.ipynb", "weights/part1_autoencoder.pt", "weights/part2_multitask.pt",
              "latents/part1_latents.pt", "latents/part2_latents.pt", "report/metrics.json",
@@ -16,34 +15,49 @@ COMMITTED = ["homework2.ipynb", "weights/part1_autoencoder.pt", "weights/part2_m
 
 
 def digests():
+    paths = COMMITTED + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "report" / "figures").glob("*"))
     return {p: hashlib.sha256((ROOT / p).read_bytes()).hexdigest()
-            for p in COMMITTED if (ROOT / p).exists()}
+            for p in paths if (ROOT / p).exists()}
 
 
-def papermill(run_dir, *params):
-    """Execute the notebook in quick mode into run_dir; returns its metrics."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    args = ["-p", "quick", "True", "-p", "source", "mirror", "-p", "run_dir", str(run_dir)]
+def papermill(out_dir, *params, cwd=ROOT, check=True):
+    """Execute the notebook in quick mode; returns the finished process."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    args = ["-p", "quick", "True", "-p", "source", "mirror", "-p", "run_dir", str(out_dir)]
     for name, value in params:
         args += ["-p", name, str(value)]
-    subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "homework2.ipynb"),
-                    str(run_dir / "homework2.ipynb"), *args, "--log-level", "WARNING",
-                    "--no-progress-bar"], check=True, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "homework2.ipynb"),
+                           str(out_dir / "homework2.ipynb"), *args, "--log-level", "WARNING",
+                           "--no-progress-bar"], check=check, cwd=cwd, capture_output=not check,
+                          text=True)
+
+
+def metrics_of(run_dir):
     return json.loads((run_dir / "report" / "metrics.json").read_text())
 
 
 def numbers(metrics):
-    """The run's results, without timings and the device."""
-    return {k: v for k, v in metrics.items() if k not in ("runtime", "provenance")} | {
-        "part1": {k: v for k, v in metrics["part1"].items() if k != "seconds"} | {
-            "sweep": [{k: v for k, v in r.items() if k != "seconds"} for r in metrics["part1"]["sweep"]]},
-        "part2": {k: v for k, v in metrics["part2"].items() if k != "seconds"}}
+    """The run's results, without timings, ids, the folder and the device."""
+    drop = ("runtime", "provenance", "run", "figures", "config")
+    out = {k: v for k, v in metrics.items() if k not in drop}
+    out["part1"] = {k: v for k, v in metrics["part1"].items()
+                    if k not in ("seconds", "sweep", "ablation")}
+    out["part1"]["ablation"] = [{k: v for k, v in r.items() if k != "seconds"}
+                                for r in metrics["part1"]["ablation"]]
+    out["part2"] = {k: v for k, v in metrics["part2"].items() if k not in ("seconds", "per_seed")}
+    return out
+
+
+def error_of(notebook):
+    cells = json.loads(notebook.read_text())["cells"]
+    errors = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    return errors[0]["evalue"] if errors else None
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """`make report` in quick mode into a fresh folder, with digests of the committed files."""
-    run_dir = tmp_path_factory.mktemp("quick")
+    run_dir = tmp_path_factory.mktemp("quick run")   # a space in the path, on purpose
     before = digests()
     subprocess.run(["make", "--no-print-directory", "report", f"RUN_DIR={run_dir}",
                     "PARAMS=-p quick True -p source mirror"], check=True, cwd=ROOT)
@@ -54,33 +68,58 @@ def test_quick_run_writes_everything_into_its_run_dir(quick_run):
     run_dir, before, after = quick_run
     for path in ["homework2.ipynb", "weights/part1_autoencoder.pt", "weights/part2_multitask.pt",
                  "latents/part1_latents.pt", "latents/part2_latents.pt", "report/metrics.json",
-                 "report/figures/part1_reconstructions.png", "report/figures/part3_row.png"]:
+                 "report/figures/part1_reconstructions.png", "report/figures/part3_row.png",
+                 "report/homework2.pdf"]:
         assert (run_dir / path).is_file(), path
+    assert not list(run_dir.glob(".staging-*")) and not (run_dir / ".run.lock").exists()
     assert before == after, "a run into another run_dir changed the committed artifacts"
+    assert metrics_of(run_dir)["config"]["quick"] is True
 
 
-def test_quick_run_pdf_holds_every_question_label(quick_run):
+def test_quick_run_pdf_holds_every_label_and_the_run_id(quick_run):
     run_dir, _, _ = quick_run
-    pdf = run_dir / "report" / "homework2.pdf"
-    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
-                          check=True).stdout
+    text = pdf_text(run_dir / "report" / "homework2.pdf")
     for label in LABELS:
         assert f"{label}." in text, label
+    assert metrics_of(run_dir)["run"]["id"] in text
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(quick_run, tmp_path):
     run_dir, _, _ = quick_run
-    first = json.loads((run_dir / "report" / "metrics.json").read_text())
-    again = papermill(tmp_path / "again")
-    other = papermill(tmp_path / "other", ("seed", 1))
+    papermill(tmp_path / "again")
+    papermill(tmp_path / "other", ("seed", 1))
+    first, again, other = (metrics_of(d) for d in (run_dir, tmp_path / "again", tmp_path / "other"))
     assert numbers(again) == numbers(first)
     assert numbers(other)["part1"]["test_mse"] != numbers(first)["part1"]["test_mse"]
 
 
-def test_bad_parameter_stops_the_notebook_with_a_clear_error(tmp_path):
-    with pytest.raises(subprocess.CalledProcessError):
-        papermill(tmp_path, ("epochs", 0))
-    cells = json.loads((tmp_path / "homework2.ipynb").read_text())["cells"]
-    errors = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
-    assert errors and "epochs: 0 is not a positive integer" in errors[0]["evalue"]
-    assert not (tmp_path / "weights").exists()
+@pytest.mark.parametrize("params, message", [
+    ((("epochs", 0),), "epochs: 0 is not an integer from 1"),
+    ((("lr", 1e6),), "lr=1000000.0"),
+    ((("seed", 4294967295),), "seed: 4294967295"),
+    ((("keywords", "zzzz"),), "keywords='zzzz'"),
+])
+def test_bad_parameter_stops_the_notebook_before_anything_is_written(tmp_path, params, message):
+    before = digests()
+    result = papermill(tmp_path, *params, check=False)
+    assert result.returncode != 0
+    assert message in error_of(tmp_path / "homework2.ipynb")
+    assert not (tmp_path / "weights").exists() and not (tmp_path / "report").exists()
+    assert digests() == before
+
+
+def test_a_quick_run_into_the_repository_root_is_refused():
+    before = digests()
+    result = subprocess.run(["make", "--no-print-directory", "report", "RUN_DIR=.",
+                             "PARAMS=-p quick True -p source mirror"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "never replaces the committed results" in result.stdout + result.stderr
+    assert digests() == before
+    (ROOT / ".homework2.run.ipynb").unlink(missing_ok=True)
+
+
+def test_papermill_from_another_folder_says_how_to_find_helpers(tmp_path):
+    result = papermill(tmp_path / "out", cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "--cwd" in error_of(tmp_path / "out" / "homework2.ipynb")
