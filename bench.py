@@ -248,7 +248,8 @@ def plot(rows, pca):
 
 
 def main():
-    machine = (f"{platform.machine()}, {torch.get_num_threads()} CPU threads, "
+    machine = (f"{platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), "
+               f"{torch.get_num_threads()} CPU threads, "
                f"torch {torch.__version__}, Python {platform.python_version()}")
     print(f"Machine: {machine}")
     started = time.perf_counter()

@@ -615,7 +615,7 @@ def summary(model):
 
     size = model.config.image_size
     return torchinfo_summary(model, input_size=(1, 3, size, size), depth=2, device="cpu",
-                             col_names=("output_size", "num_params"), verbose=0,
+                             col_names=("output_size", "num_params"), verbose=0, col_width=16,
                              row_settings=("var_names",))
 
 
@@ -763,6 +763,43 @@ class Fitted:
 def fit_autoencoder(data, config, pca, latent_dim, linear_path=True, seed=None,
                     classes=False, lam=0.0):
     """The one recipe: build the model from the seed, start it from PCA, train it."""
+    job = {"latent_dim": latent_dim, "linear_path": linear_path, "seed": seed,
+           "classes": classes, "lam": lam}
+    return fit_many(data, config, pca, [job])[0]
+
+
+def fit_many(data, config, pca, jobs):
+    """Train several models at once, each job a dict of `fit_autoencoder`'s arguments.
+
+    On the CPU every model trains in a process of its own with one thread, one process per
+    core: on two cores that is about 1.6 times the throughput of one two-thread training,
+    and a model's numbers do not depend on how many train beside it. On a GPU they train
+    one after the other in this process.
+    """
+    if pick_device().type != "cpu":
+        return [_fit(data, config, pca, **job) for job in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                             initializer=_start_worker, initargs=(data, config, pca)) as pool:
+        return list(pool.map(_fit_in_worker, jobs))
+
+
+_WORKER = {}
+
+
+def _start_worker(data, config, pca):
+    torch.set_num_threads(1)
+    _WORKER.update(data=data, config=config, pca=pca)
+
+
+def _fit_in_worker(job):
+    return _fit(_WORKER["data"], _WORKER["config"], _WORKER["pca"], **job)
+
+
+def _fit(data, config, pca, latent_dim, linear_path=True, seed=None, classes=False, lam=0.0):
     seed = config.seed if seed is None else seed
     torch.manual_seed(seed)  # the initial weights depend on the seed alone
     model = Autoencoder(AEConfig(latent_dim=latent_dim, width=config.width,
@@ -791,6 +828,13 @@ class Sweep:
     def kept(self):
         return self.models[(self.variant, self.chosen)]
 
+    def other(self):
+        """The other variant, its size (the chosen one if it was trained, else the largest
+        reference size) and its trained model: the ablation."""
+        variant = next(v for v in VARIANTS if v != self.variant)
+        size = self.chosen if (variant, self.chosen) in self.models else self.reference[-1]
+        return variant, size, self.models[(variant, size)]
+
 
 VARIANTS = {"with linear path": True, "conv only": False}
 
@@ -801,9 +845,10 @@ def latent_sweep(data, config, pca):
     x_val, x_test = data["val"].x, data["test"].x
     models, rows = {}, []
 
-    def run(variant, k):
-        if (variant, k) not in models:
-            fitted = fit_autoencoder(data, config, pca, k, linear_path=VARIANTS[variant])
+    def run(pairs):
+        pairs = [p for p in dict.fromkeys(pairs) if p not in models]
+        jobs = [{"latent_dim": k, "linear_path": VARIANTS[v]} for v, k in pairs]
+        for (variant, k), fitted in zip(pairs, fit_many(data, config, pca, jobs)):
             models[(variant, k)] = fitted
             rows.append({"model": variant, "latent_dim": k,
                          "val_mse": min(fitted.history["val_mse"]),
@@ -811,20 +856,16 @@ def latent_sweep(data, config, pca):
                          "pca_val_mse": pca.mse(x_val, k), "pca_test_mse": pca.mse(x_test, k),
                          "best_epoch": fitted.history["best_epoch"] + 1,
                          "seconds": fitted.seconds})
-        return models[(variant, k)]
 
     reference = [k for k in config.latent_dims if k <= 256][-2:] or config.latent_dims[:1]
-    for k in reference:
-        for variant in VARIANTS:
-            run(variant, k)
+    run([(v, k) for k in reference for v in VARIANTS])
     val = {v: sum(min(models[(v, k)].history["val_mse"]) for k in reference) for v in VARIANTS}
     variant = min(val, key=val.get)
-    for k in config.latent_dims:
-        run(variant, k)
+    run([(variant, k) for k in config.latent_dims])
     kept_rows = sorted((r for r in rows if r["model"] == variant), key=lambda r: r["latent_dim"])
     rule_choice = choose_size(kept_rows, config.min_gain)
     chosen = config.latent_dim or rule_choice
-    run(variant, chosen)
+    run([(variant, chosen)])
     return Sweep(rows, models, variant, chosen, rule_choice, reference)
 
 
@@ -836,13 +877,15 @@ def seed_study(data, config, pca, sweep, fitted1, fitted2):
     runs = {"seeds": [config.seed], "part1": [evaluate(fitted1.model, x_test)["mse"]]}
     first2 = evaluate(fitted2.model, x_test, y_test)
     runs |= {"part2": [first2["mse"]], "part2_accuracy": [first2["accuracy"]]}
-    for seed in range(config.seed + 1, config.seed + config.n_seeds):
-        m1 = fit_autoencoder(data, config, pca, sweep.chosen, linear_path, seed=seed).model
-        m2 = fit_autoencoder(data, config, pca, sweep.chosen, linear_path, seed=seed,
-                             classes=True, lam=config.lam).model
-        result2 = evaluate(m2, x_test, y_test)
+    seeds = list(range(config.seed + 1, config.seed + config.n_seeds))
+    jobs = [{"latent_dim": sweep.chosen, "linear_path": linear_path, "seed": seed,
+             "classes": classes, "lam": config.lam if classes else 0.0}
+            for seed in seeds for classes in (False, True)]
+    fitted = fit_many(data, config, pca, jobs) if jobs else []
+    for seed, m1, m2 in zip(seeds, fitted[0::2], fitted[1::2]):
+        result2 = evaluate(m2.model, x_test, y_test)
         runs["seeds"].append(seed)
-        runs["part1"].append(evaluate(m1, x_test)["mse"])
+        runs["part1"].append(evaluate(m1.model, x_test)["mse"])
         runs["part2"].append(result2["mse"])
         runs["part2_accuracy"].append(result2["accuracy"])
     spread = lambda v: float(torch.tensor(v).std()) if len(v) > 1 else None
@@ -1002,9 +1045,11 @@ def find_pairs(dataset, pairs=CAT_PAIRS):
 def held_out_analogies(model, pairs):
     """For each pair i: add the attribute, averaged over the other pairs, to i's partner.
 
-    Returns per-pair MSEs to the true target for the decoded latent composite, the same
+    None when there are fewer than MIN_HELD_OUT_PAIRS pairs. Returns per-pair MSEs to the true target for the decoded latent composite, the same
     arithmetic on pixels (clipped), and the unchanged reconstruction, with the images.
     """
+    if not pairs.held_out:
+        return None
     model.eval()
     z_with, z_without = model.encode(pairs.with_images), model.encode(pairs.without_images)
     n = len(pairs.names)
@@ -1036,7 +1081,7 @@ def analogy_row(model, pairs, target, donor, scales=(0.0, 0.5, 1.0, 1.5, 2.0)):
     z_with, z_without = model.encode(pairs.with_images), model.encode(pairs.without_images)
     others = [k for k in range(len(pairs.names)) if k != target]
     single = z_with[donor] - z_without[donor]
-    averaged = (z_with[others] - z_without[others]).mean(0)
+    averaged = (z_with[others] - z_without[others]).mean(0) if others else single
     base = z_without[target]
     images = {"single": model.decode((base + single)[None])[0],
               "averaged": model.decode((base + averaged)[None])[0],
@@ -1044,6 +1089,12 @@ def analogy_row(model, pairs, target, donor, scales=(0.0, 0.5, 1.0, 1.5, 2.0)):
     truth = pairs.with_images[target]
     mse = {k: float((images[k] - truth).pow(2).mean()) for k in ("single", "averaged")}
     return images, mse, list(scales), others
+
+
+def sharpness(images):
+    """Mean absolute difference between neighbouring pixels: lower means blurrier."""
+    return float((images[..., 1:, :] - images[..., :-1, :]).abs().mean()
+                 + (images[..., :, 1:] - images[..., :, :-1]).abs().mean())
 
 
 def fit_probe(z, is_attribute):
@@ -1153,9 +1204,11 @@ def show_images(rows, row_titles=None, col_titles=None, size=1.0, title=None, fo
                 ax.set_title(col_titles[c], fontsize=fontsize)
         if row_titles:
             axes[r, 0].set_ylabel(row_titles[r], fontsize=fontsize)
+    top = 1.0
     if title:
         fig.suptitle(title, fontsize=fontsize + 0.5)
-    fig.tight_layout(pad=0.3)
+        top = 1 - 2 * text_in / height
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, top))
     return fig
 
 
@@ -1295,7 +1348,6 @@ class Run:
                                                    bbox_inches="tight"))
         plt.close(fig)
         display(Image(filename=str(path)))
-        return path
 
     def finish(self, metrics):
         """Write metrics.json, then move every staged output into run_dir and unlock."""

@@ -232,3 +232,49 @@ def test_bootstrap_is_seeded_and_resamples_emoji_not_images():
     assert first["emoji"] == 12 and first["images"] == 60
     assert first["low"] < first["mean"] < first["high"]
     assert first != helpers.bootstrap(values, groups, seed=4)
+
+
+@pytest.fixture
+def endpoint(monkeypatch):
+    """A local HTTP endpoint for the hub check that answers 404, or accepts and never answers."""
+    import http.server
+    import socket
+    import threading
+
+    servers = []
+
+    def start(kind):
+        if kind == "silent":
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            servers.append(listener)
+            port = listener.getsockname()[1]
+        else:
+            class NotFound(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    self.send_error(404)
+
+                def log_message(self, *args):
+                    pass
+
+            server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+            port = server.server_address[1]
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+
+    yield start
+    for server in servers:
+        (server.close if isinstance(server, socket.socket) else server.shutdown)()
+
+
+@pytest.mark.parametrize("kind", ["404", "silent"])
+def test_auto_falls_back_when_the_hub_does_not_serve_the_dataset(endpoint, kind, capsys):
+    endpoint(kind)
+    start = time.perf_counter()
+    dataset, used = helpers.load_emoji_dataset("auto", hub_timeout=1.0)
+    assert used == "mirror" and time.perf_counter() - start < 10
+    assert "using the offline mirror, because" in capsys.readouterr().out
+    with pytest.raises(ConnectionError, match="did not answer"):
+        helpers.load_emoji_dataset("hub", hub_timeout=1.0)
