@@ -129,7 +129,7 @@ def test_static_markdown_holds_no_number_of_the_run(cells):
     for c in cells:
         if c["cell_type"] == "markdown":
             text = "".join(c["source"])
-            assert not re.search(r"\d\.\d\d|\d\s?%", text), text[:80]
+            assert not re.search(r"\d\.\d{4}|\d\.\d\s?%|\d{2}\.\d", text), text[:80]
 
 
 def test_committed_notebook_holds_no_widget_state():

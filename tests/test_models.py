@@ -285,3 +285,14 @@ def test_a_claim_the_run_contradicts_shows_a_warning_and_is_recorded():
     assert "Warning: this run contradicts the sentence above" in bad and "r < 1" in bad
     assert [c["holds"] for c in report.claims] == [True, False]
     assert report.claims[1]["values"] == {"r": 1.5}
+
+
+def test_models_trained_side_by_side_equal_models_trained_alone(face_data):
+    """fit_many's processes do not change the numbers: one job alone, or two at once."""
+    quick = config(epochs=1, batch_size=64)
+    pca = helpers.PCA(face_data["train"].x)
+    jobs = [{"latent_dim": 8, "linear_path": True}, {"latent_dim": 8, "linear_path": False}]
+    together = helpers.fit_many(face_data, quick, pca, jobs)
+    alone = helpers.fit_autoencoder(face_data, quick, pca, 8, linear_path=False)
+    assert together[1].history["val_mse"] == alone.history["val_mse"]
+    assert together[0].history["val_mse"] != alone.history["val_mse"]
