@@ -3,8 +3,9 @@
 Sections, in the order the notebook uses them:
   1. Run configuration: every notebook parameter in one checked dataclass
   2. Data: sources (hub, parquet, offline mirror), subset, labels, split, one augmentation
-  3. Model: a DCGAN-style autoencoder with an optional PCA-started linear path and class head
-  4. Training: the one recipe (build, start from PCA, train), PCA, the latent-size sweep
+  3. Model: a DCGAN-style convolutional autoencoder with an optional class head
+  4. Training: the one recipe (budget in optimizer steps), PCA, the latent-size sweep,
+     the budget check
   5. Evaluation: errors, bootstrap intervals over unique emoji, classification scores
   6. Latent arithmetic: attribute vectors and held-out analogies
   7. Report: claims checked by the run, tables and figures
@@ -46,6 +47,7 @@ HUB_DATASET = "valhalla/emoji-dataset"
 SOURCES = ("auto", "hub", "mirror", "a path to a .parquet file")
 SPLIT_TARGETS = {"train": 600, "val": 200, "test": 200}
 MAX_SEED = 2 ** 31 - 1 - 1000   # seed + small offsets must stay valid for numpy and torch
+QUICK_STEPS = 40                # optimizer steps per model in quick mode
 
 
 # ----------------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ class RunConfig:
     latent_dims: list
     latent_dim: object
     min_gain: float
-    epochs: int
+    steps: int
     batch_size: int
     lr: float
     weight_decay: float
@@ -96,7 +98,7 @@ class RunConfig:
         for name in ("whole_word", "quick"):
             setattr(self, name, as_bool(name, getattr(self, name)))
         check_int("seed", self.seed, 0, MAX_SEED)
-        for name, low, high in (("epochs", 1, 10_000), ("batch_size", 1, 4096),
+        for name, low, high in (("steps", 2, 1_000_000), ("batch_size", 1, 4096),
                                 ("width", 1, 256), ("n_seeds", 1, 20)):
             check_int(name, getattr(self, name), low, high)
         check_number("lr", self.lr, 0, 1, "a learning rate above 1 makes AdamW diverge; "
@@ -132,11 +134,15 @@ class RunConfig:
                 "e.g. -p run_dir runs/quick.")
 
     def effective(self):
-        """The configuration that runs: quick mode keeps 2 latent sizes, 2 epochs, 2 seeds."""
+        """The configuration that runs: quick mode keeps 2 latent sizes, 40 steps, 2 seeds."""
         if not self.quick:
             return self
         dims = sorted({self.latent_dims[0], self.latent_dims[-1]})
-        return replace(self, latent_dims=dims, epochs=2, n_seeds=2)
+        return replace(self, latent_dims=dims, steps=QUICK_STEPS, n_seeds=2)
+
+    def sweep_steps(self):
+        """The latent-size sweep trains every size at half the budget."""
+        return self.steps // 2
 
 
 def as_bool(name, value):
@@ -520,7 +526,6 @@ class AEConfig:
     width: int = 16           # channels after the first stride; doubled at each stride
     image_size: int = 64      # a power of two, at least 16
     num_classes: int = 0      # > 0 adds a classification head on the latent code
-    linear_path: bool = True  # a linear map beside the convolutions, started from PCA
 
     def __post_init__(self):
         for name in ("latent_dim", "width"):
@@ -550,11 +555,9 @@ class Autoencoder(nn.Module):
     """DCGAN-style convolutional autoencoder: image -> latent vector -> image.
 
     The encoder halves the resolution down to 4x4 while doubling the channels, then a
-    linear layer gives the latent code; the decoder mirrors it. With `linear_path`, a
-    linear map from pixels to code and one from code to pixels run beside the convolutions;
-    `start_from_pca` sets them to PCA and the convolutional paths' last layers to zero, so
-    training starts exactly at PCA's solution. The output is clamped to [0, 1] (a sigmoid
-    without the linear path). With num_classes > 0 a linear head reads the code (Part 2).
+    linear layer gives the latent code; the decoder mirrors it and ends in a sigmoid, so
+    the output has the input's shape and range. With num_classes > 0 a linear head reads
+    the code (Part 2).
     """
 
     def __init__(self, config: AEConfig):
@@ -570,43 +573,21 @@ class Autoencoder(nn.Module):
         self.decoder = nn.Sequential(
             nn.Linear(config.latent_dim, top * 16), nn.ReLU(), nn.Unflatten(1, (top, 4, 4)),
             *[up_block(a, b) for a, b in zip(channels[::-1], channels[::-1][1:])],
-            nn.ConvTranspose2d(channels[0], 3, 4, 2, 1))
-        pixels = 3 * config.image_size ** 2
-        self.linear_encoder = self.linear_decoder = None
-        if config.linear_path:
-            self.linear_encoder = nn.Linear(pixels, config.latent_dim)
-            self.linear_decoder = nn.Linear(config.latent_dim, pixels)
+            nn.ConvTranspose2d(channels[0], 3, 4, 2, 1), nn.Sigmoid())
         self.classifier = (nn.Linear(config.latent_dim, config.num_classes)
                            if config.num_classes else None)
 
-    @torch.no_grad()
-    def start_from_pca(self, mean, components):
-        """Set the linear path to PCA and the convolutional paths' last layers to zero."""
-        self.linear_encoder.weight.copy_(components)
-        self.linear_encoder.bias.copy_(-components @ mean)
-        self.linear_decoder.weight.copy_(components.T)
-        self.linear_decoder.bias.copy_(mean)
-        for last in (self.encoder[-1], self.decoder[-1]):
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-
     def encode(self, x):
-        z = self.encoder(x)
-        if self.linear_encoder is not None:
-            z = z + self.linear_encoder(x.flatten(1))
-        return z
+        return self.encoder(x)
 
     def decode(self, z):
-        x = self.decoder(z)
-        if self.linear_decoder is None:
-            return torch.sigmoid(x)
-        return (x + self.linear_decoder(z).view_as(x)).clamp(0, 1)
+        return self.decoder(z)
 
     def forward(self, x):
         """Return the reconstruction, the latent code and the class logits (or None)."""
-        z = self.encode(x)
+        z = self.encoder(x)
         logits = self.classifier(z) if self.classifier is not None else None
-        return self.decode(z), z, logits
+        return self.decoder(z), z, logits
 
 
 def summary(model):
@@ -638,14 +619,13 @@ def pick_device():
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of one training run."""
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 2e-3
+    """Hyper-parameters of one training run; its budget is counted in optimizer steps."""
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 5e-3
     weight_decay: float = 1e-2
     augment: bool = True      # a fresh distortion of every training batch (AUGMENT)
     lam: float = 0.0          # weight of the classification loss (Part 2)
-    linear_lr: float = 0.1    # learning rate of the PCA-started linear path, relative to lr
     bf16: bool = False        # bfloat16 autocast on the CPU (slower on this CPU: make bench)
     seed: int = 0
 
@@ -666,11 +646,14 @@ def batch_losses(model, x, y, lam, bf16):
 
 
 def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None, device=None):
-    """Train with AdamW and a one-cycle schedule; keep the epoch with the best val MSE.
+    """Train for `config.steps` AdamW steps with a one-cycle schedule; keep the epoch with
+    the best validation MSE.
 
-    Returns the history per epoch (train/val MSE, and cross-entropy and accuracy when the
-    model has a classification head) and the best epoch; the model ends on that epoch.
-    Stops with TrainingDiverged as soon as a loss is not finite.
+    An epoch is one pass over the training images in a fresh order (the last one ends where
+    the budget does). Returns the history per epoch (train/val MSE, the step count and the
+    learning rate of its last step, and cross-entropy and accuracy when the model has a
+    classification head) and the best epoch; the model ends on that epoch. Stops with
+    TrainingDiverged as soon as a loss is not finite.
     """
     device = device or pick_device()
     torch.manual_seed(config.seed)
@@ -680,48 +663,50 @@ def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None, 
     has_head = model.classifier is not None
     if has_head:
         train_y, val_y = train_y.to(device), val_y.to(device)
-    steps = math.ceil(len(train_x) / config.batch_size)
-    linear = [p for n, p in model.named_parameters() if n.startswith("linear_")]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("linear_")]
-    groups = [{"params": rest, "lr": config.lr}]
-    if linear:
-        groups.append({"params": linear, "lr": config.lr * config.linear_lr})
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in groups], total_steps=config.epochs * steps)
-    history = {k: [] for k in ("train_mse", "val_mse", "train_ce", "val_ce",
-                               "train_accuracy", "val_accuracy", "seconds")}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                   total_steps=config.steps)
+    history = {k: [] for k in ("train_mse", "val_mse", "train_ce", "val_ce", "train_accuracy",
+                               "val_accuracy", "steps", "lr", "seconds")}
     best = (float("inf"), 0, None)
-    for epoch in range(config.epochs):
+    step, epoch = 0, 0
+    while step < config.steps:
         start = time.perf_counter()
         model.train()
         order = torch.randperm(len(train_x), generator=generator, device=device)
-        sums = torch.zeros(3)
-        for idx in order.split(config.batch_size):
+        sums, seen = torch.zeros(3), 0
+        for idx in order.split(config.batch_size)[:config.steps - step]:
             x = augment(train_x[idx], generator) if config.augment else train_x[idx]
             y = train_y[idx] if has_head else None
             mse, ce, loss, correct = batch_losses(model, x, y, config.lam, config.bf16)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"Training diverged in epoch {epoch + 1}: the loss became {loss.item()}. "
-                    f"Lower the learning rate (lr={config.lr:g}) or lam={config.lam:g}; "
-                    "nothing of this run was saved.")
+                    f"Training diverged in epoch {epoch + 1} (step {step + 1}): the loss became "
+                    f"{loss.item()}. Lower the learning rate (lr={config.lr:g}) or "
+                    f"lam={config.lam:g}; nothing of this run was saved.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            used_lr = optimizer.param_groups[0]["lr"]
             schedule.step()
+            step += 1
+            seen += len(idx)
             sums += torch.tensor([mse.item() * len(idx), ce.item() * len(idx), correct])
         val = evaluate(model, val_x, val_y)
-        history["train_mse"].append(float(sums[0]) / len(train_x))
+        history["train_mse"].append(float(sums[0]) / seen)
         history["val_mse"].append(val["mse"])
         if has_head:
-            history["train_ce"].append(float(sums[1]) / len(train_x))
-            history["train_accuracy"].append(float(sums[2]) / len(train_x))
+            history["train_ce"].append(float(sums[1]) / seen)
+            history["train_accuracy"].append(float(sums[2]) / seen)
             history["val_ce"].append(val["ce"])
             history["val_accuracy"].append(val["accuracy"])
+        history["steps"].append(step)
+        history["lr"].append(used_lr)           # the rate of the epoch's last step
         history["seconds"].append(time.perf_counter() - start)
         if val["mse"] < best[0]:
             best = (val["mse"], epoch, copy.deepcopy(model.state_dict()))
+        epoch += 1
     model.load_state_dict(best[2])
     history = {k: v for k, v in history.items() if v}
     history["best_epoch"] = best[1]
@@ -737,13 +722,10 @@ class PCA:
         _, _, self.directions = torch.linalg.svd(flat - self.mean, full_matrices=False)
         self.rank = min(len(flat) - 1, flat.shape[1])
 
-    def components(self, k):
+    def reconstruct(self, x, k):
         if k > self.rank:
             raise ValueError(f"latent size {k} is more than PCA can give from these training "
                              f"images (rank {self.rank}); use at most {self.rank}.")
-        return self.mean.float(), self.directions[:k].float()
-
-    def reconstruct(self, x, k):
         mean, directions = self.mean, self.directions[:k]
         flat = x.flatten(1).double() - mean
         return ((flat @ directions.T) @ directions + mean).clamp(0, 1).float().view_as(x)
@@ -760,15 +742,15 @@ class Fitted:
     seconds: float
 
 
-def fit_autoencoder(data, config, pca, latent_dim, linear_path=True, seed=None,
-                    classes=False, lam=0.0):
-    """The one recipe: build the model from the seed, start it from PCA, train it."""
-    job = {"latent_dim": latent_dim, "linear_path": linear_path, "seed": seed,
-           "classes": classes, "lam": lam}
-    return fit_many(data, config, pca, [job])[0]
+def fit_autoencoder(data, config, latent_dim, steps=None, seed=None, classes=False, lam=0.0):
+    """The one recipe: build the model from the seed and train it for `steps` optimizer
+    steps (default: the run's budget, `config.steps`)."""
+    job = {"latent_dim": latent_dim, "steps": steps, "seed": seed, "classes": classes,
+           "lam": lam}
+    return fit_many(data, config, [job])[0]
 
 
-def fit_many(data, config, pca, jobs):
+def fit_many(data, config, jobs):
     """Train several models at once, each job a dict of `fit_autoencoder`'s arguments.
 
     On the CPU every model trains in a process of its own with one thread, one process per
@@ -777,38 +759,35 @@ def fit_many(data, config, pca, jobs):
     one after the other in this process.
     """
     if pick_device().type != "cpu":
-        return [_fit(data, config, pca, **job) for job in jobs]
+        return [_fit(data, config, **job) for job in jobs]
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                             initializer=_start_worker, initargs=(data, config, pca)) as pool:
+                             initializer=_start_worker, initargs=(data, config)) as pool:
         return list(pool.map(_fit_in_worker, jobs))
 
 
 _WORKER = {}
 
 
-def _start_worker(data, config, pca):
+def _start_worker(data, config):
     torch.set_num_threads(1)
-    _WORKER.update(data=data, config=config, pca=pca)
+    _WORKER.update(data=data, config=config)
 
 
 def _fit_in_worker(job):
-    return _fit(_WORKER["data"], _WORKER["config"], _WORKER["pca"], **job)
+    return _fit(_WORKER["data"], _WORKER["config"], **job)
 
 
-def _fit(data, config, pca, latent_dim, linear_path=True, seed=None, classes=False, lam=0.0):
+def _fit(data, config, latent_dim, steps=None, seed=None, classes=False, lam=0.0):
     seed = config.seed if seed is None else seed
     torch.manual_seed(seed)  # the initial weights depend on the seed alone
     model = Autoencoder(AEConfig(latent_dim=latent_dim, width=config.width,
-                                 num_classes=len(data.class_names) if classes else 0,
-                                 linear_path=linear_path))
-    if linear_path:
-        model.start_from_pca(*pca.components(latent_dim))
-    recipe = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                         weight_decay=config.weight_decay, lam=lam, seed=seed)
+                                 num_classes=len(data.class_names) if classes else 0))
+    recipe = TrainConfig(steps=steps or config.steps, batch_size=config.batch_size,
+                         lr=config.lr, weight_decay=config.weight_decay, lam=lam, seed=seed)
     labels = {"train_y": data["train"].y, "val_y": data["val"].y} if classes else {}
     start = time.perf_counter()
     history = train(model, data["train"].x, data["val"].x, recipe, **labels)
@@ -817,71 +796,58 @@ def _fit(data, config, pca, latent_dim, linear_path=True, seed=None, classes=Fal
 
 @dataclass
 class Sweep:
-    """Part 1's experiments: both variants at two sizes, then the kept one at every size."""
-    rows: list           # one dict per trained model
-    models: dict         # (variant, latent size) -> Fitted
-    variant: str         # the variant kept: "with linear path" or "conv only"
+    """Part 1's latent-size experiment: one model per size, all at the sweep's budget."""
+    rows: list           # one dict per size, in increasing size
+    models: dict         # latent size -> Fitted
+    steps: int           # the sweep's budget per model (optimizer steps)
     chosen: int          # the latent size kept
     rule_choice: int     # the size the rule picked (chosen differs when latent_dim is set)
-    reference: list      # the sizes at which both variants were trained
-
-    def kept(self):
-        return self.models[(self.variant, self.chosen)]
-
-    def other(self):
-        """The other variant, its size (the chosen one if it was trained, else the largest
-        reference size) and its trained model: the ablation."""
-        variant = next(v for v in VARIANTS if v != self.variant)
-        size = self.chosen if (variant, self.chosen) in self.models else self.reference[-1]
-        return variant, size, self.models[(variant, size)]
-
-
-VARIANTS = {"with linear path": True, "conv only": False}
 
 
 def latent_sweep(data, config, pca):
-    """Train both variants at the two largest sweep sizes up to 256, keep the one with the
-    lower validation MSE, train it at every size, and apply the size rule (`choose_size`)."""
+    """Train one model per latent size at half the run's budget, beside PCA with as many
+    components, and apply the size rule (`choose_size`) to the validation MSEs."""
     x_val, x_test = data["val"].x, data["test"].x
-    models, rows = {}, []
-
-    def run(pairs):
-        pairs = [p for p in dict.fromkeys(pairs) if p not in models]
-        jobs = [{"latent_dim": k, "linear_path": VARIANTS[v]} for v, k in pairs]
-        for (variant, k), fitted in zip(pairs, fit_many(data, config, pca, jobs)):
-            models[(variant, k)] = fitted
-            rows.append({"model": variant, "latent_dim": k,
-                         "val_mse": min(fitted.history["val_mse"]),
-                         "test_mse": evaluate(fitted.model, x_test)["mse"],
-                         "pca_val_mse": pca.mse(x_val, k), "pca_test_mse": pca.mse(x_test, k),
-                         "best_epoch": fitted.history["best_epoch"] + 1,
-                         "seconds": fitted.seconds})
-
-    reference = [k for k in config.latent_dims if k <= 256][-2:] or config.latent_dims[:1]
-    run([(v, k) for k in reference for v in VARIANTS])
-    val = {v: sum(min(models[(v, k)].history["val_mse"]) for k in reference) for v in VARIANTS}
-    variant = min(val, key=val.get)
-    run([(variant, k) for k in config.latent_dims])
-    kept_rows = sorted((r for r in rows if r["model"] == variant), key=lambda r: r["latent_dim"])
-    rule_choice = choose_size(kept_rows, config.min_gain)
-    chosen = config.latent_dim or rule_choice
-    run([(variant, chosen)])
-    return Sweep(rows, models, variant, chosen, rule_choice, reference)
+    steps = config.sweep_steps()
+    jobs = [{"latent_dim": k, "steps": steps} for k in config.latent_dims]
+    models = dict(zip(config.latent_dims, fit_many(data, config, jobs)))
+    rows = [{"latent_dim": k, "val_mse": min(f.history["val_mse"]),
+             "test_mse": evaluate(f.model, x_test)["mse"],
+             "pca_val_mse": pca.mse(x_val, k), "pca_test_mse": pca.mse(x_test, k),
+             "best_epoch": f.history["best_epoch"] + 1, "epochs": len(f.history["val_mse"]),
+             "seconds": f.seconds} for k, f in models.items()]
+    rule_choice = choose_size(rows, config.min_gain)
+    return Sweep(rows, models, steps, config.latent_dim or rule_choice, rule_choice)
 
 
-def seed_study(data, config, pca, sweep, fitted1, fitted2):
+def train_at_budget(data, config, sweep):
+    """Part 1's model: the chosen size at the run's budget, and once more at twice the
+    budget to show what more steps would buy. Returns both and the budget check: the
+    best validation MSE at half the budget (the sweep), the budget and twice the budget."""
+    kept, doubled = fit_many(data, config, [
+        {"latent_dim": sweep.chosen, "steps": config.steps},
+        {"latent_dim": sweep.chosen, "steps": 2 * config.steps}])
+    half = sweep.models.get(sweep.chosen)
+    check = {"half_steps": sweep.steps,
+             "half_val_mse": min(half.history["val_mse"]) if half else None,
+             "steps": config.steps, "val_mse": min(kept.history["val_mse"]),
+             "doubled_steps": 2 * config.steps, "doubled_val_mse": min(doubled.history["val_mse"])}
+    return kept, doubled, check
+
+
+def seed_study(data, config, fitted1, fitted2):
     """Test MSE of Part 1's and Part 2's model, and Part 2's accuracy, for every seed."""
     start = time.perf_counter()
     x_test, y_test = data["test"].x, data["test"].y
-    linear_path = VARIANTS[sweep.variant]
+    k = fitted1.model.config.latent_dim
     runs = {"seeds": [config.seed], "part1": [evaluate(fitted1.model, x_test)["mse"]]}
     first2 = evaluate(fitted2.model, x_test, y_test)
     runs |= {"part2": [first2["mse"]], "part2_accuracy": [first2["accuracy"]]}
     seeds = list(range(config.seed + 1, config.seed + config.n_seeds))
-    jobs = [{"latent_dim": sweep.chosen, "linear_path": linear_path, "seed": seed,
-             "classes": classes, "lam": config.lam if classes else 0.0}
+    jobs = [{"latent_dim": k, "seed": seed, "classes": classes,
+             "lam": config.lam if classes else 0.0}
             for seed in seeds for classes in (False, True)]
-    fitted = fit_many(data, config, pca, jobs) if jobs else []
+    fitted = fit_many(data, config, jobs) if jobs else []
     for seed, m1, m2 in zip(seeds, fitted[0::2], fitted[1::2]):
         result2 = evaluate(m2.model, x_test, y_test)
         runs["seeds"].append(seed)
@@ -1355,7 +1321,8 @@ class Run:
                                      "device": str(self.device)},
                              "figures": self.figures, "provenance": provenance()}
         metrics["runtime"] = metrics.get("runtime", {}) | {
-            "device": str(self.device), "seconds": time.perf_counter() - self.started}
+            "device": str(self.device), "cpu": torch.backends.cpu.get_cpu_capability(),
+            "seconds": time.perf_counter() - self.started}
         atomic_write(self.path("report/metrics.json"),
                      lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
         moved = []

@@ -38,21 +38,31 @@ def cells():
 def test_metrics_hold_every_reported_key(metrics):
     for section, keys in {
         "data": ["source", "subset_size", "split_sizes", "excluded"],
-        "part1": ["variant", "latent_dim", "test_mse", "pca_test_mse", "ratio_to_pca", "sweep",
-                  "rule", "ablation", "test_mse_ci"],
+        "part1": ["latent_dim", "test_mse", "pca_test_mse", "ratio_to_pca", "sweep", "rule",
+                  "test_mse_ci", "steps", "budget_check", "difference_to_pca_ci"],
         "part2": ["lambda", "test_mse", "test_accuracy", "majority_baseline_accuracy", "per_seed",
                   "test_accuracy_ci", "majority_baseline_ci"],
-        "part3": ["attribute", "analogy", "analogy_other"],
-        "runtime": ["device", "seconds", "part1_seconds", "part2_seconds"],
+        "part3": ["attribute", "analogy", "analogy_doubled"],
+        "runtime": ["device", "cpu", "seconds", "part1_seconds", "part2_seconds"],
         "provenance": ["helpers_sha256", "notebook_code_sha256"],
         "run": ["id"],
     }.items():
         assert set(keys) <= set(metrics[section]), section
     for key in ("pairs", "latent_mse", "pixel_mse", "unchanged_mse", "latent_wins"):
-        assert key in metrics["part3"]["analogy"] and key in metrics["part3"]["analogy_other"]
-    assert {r["latent_dim"] for r in metrics["part1"]["sweep"]} >= {128, 256, 512}
-    assert {r["model"] for r in metrics["part1"]["ablation"]} == {"conv only", "with linear path"}
+        assert key in metrics["part3"]["analogy"] and key in metrics["part3"]["analogy_doubled"]
+    assert [r["latent_dim"] for r in metrics["part1"]["sweep"]] == metrics["config"]["latent_dims"]
+    for key in ("steps", "val_mse", "doubled_steps", "doubled_val_mse"):
+        assert key in metrics["part1"]["budget_check"]
     assert set(metrics["config"]) == set(helpers.notebook_defaults())
+
+
+def test_the_budget_is_counted_in_steps_and_checked_at_half_and_twice(metrics):
+    part1, steps = metrics["part1"], metrics["config"]["steps"]
+    check = part1["budget_check"]
+    assert part1["steps"] == check["steps"] == steps and part1["sweep_steps"] == steps // 2
+    assert (check["half_steps"], check["doubled_steps"]) == (steps // 2, 2 * steps)
+    row = next(r for r in part1["sweep"] if r["latent_dim"] == part1["latent_dim"])
+    assert check["half_val_mse"] == row["val_mse"]
 
 
 def test_the_committed_run_is_a_full_run(metrics):

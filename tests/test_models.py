@@ -15,23 +15,20 @@ def small_model(**kwargs):
 
 
 def test_output_shape_equals_input_and_stays_in_range():
-    for linear_path in (True, False):
-        model = small_model(num_classes=3, linear_path=linear_path).eval()
-        x = torch.rand(5, 3, 16, 16)
-        with torch.no_grad():
-            recon, z, logits = model(x)
-        assert recon.shape == x.shape and z.shape == (5, 8) and logits.shape == (5, 3)
-        assert 0 <= float(recon.min()) and float(recon.max()) <= 1
-
-
-def test_model_started_from_pca_is_pca():
-    x = torch.rand(40, 3, 16, 16)
-    model = small_model().eval()
-    pca = helpers.PCA(x)
-    model.start_from_pca(*pca.components(8))
+    model = small_model(num_classes=3).eval()
+    x = torch.rand(5, 3, 16, 16)
     with torch.no_grad():
-        recon = model(x)[0]
-    assert torch.allclose(recon, pca.reconstruct(x, 8), atol=1e-5)
+        recon, z, logits = model(x)
+    assert recon.shape == x.shape and z.shape == (5, 8) and logits.shape == (5, 3)
+    assert 0 <= float(recon.min()) and float(recon.max()) <= 1
+
+
+def test_the_model_is_a_plain_convolutional_autoencoder():
+    """Every path from pixels to code and back runs through the convolutions."""
+    model = small_model()
+    assert [name for name, _ in model.named_children()] == ["encoder", "decoder"]
+    assert isinstance(model.encoder[0][0], torch.nn.Conv2d)
+    assert isinstance(model.decoder[-2], torch.nn.ConvTranspose2d)
 
 
 def test_pca_with_all_components_is_exact_and_fewer_are_worse():
@@ -43,12 +40,13 @@ def test_pca_with_all_components_is_exact_and_fewer_are_worse():
 
 def test_latent_size_beyond_pca_rank_is_refused():
     with pytest.raises(ValueError, match="latent size 11 is more than PCA can give"):
-        helpers.PCA(torch.rand(10, 3, 8, 8)).components(11)
+        x = torch.rand(10, 3, 8, 8)
+        helpers.PCA(x).reconstruct(x, 11)
 
 
 def test_summary_is_torchinfo_layer_by_layer():
     text = str(helpers.summary(small_model()))
-    for name in ("encoder", "decoder", "linear_encoder", "linear_decoder", "Total params"):
+    for name in ("encoder", "decoder", "Total params"):
         assert name in text
 
 
@@ -64,7 +62,7 @@ def test_bad_model_config(change, message):
 def test_defaults_come_from_the_notebooks_parameters_cell():
     defaults = helpers.notebook_defaults()
     assert set(defaults) == {f.name for f in dataclasses.fields(helpers.RunConfig)}
-    assert config().epochs == defaults["epochs"]
+    assert config().steps == defaults["steps"]
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -72,7 +70,7 @@ def test_defaults_come_from_the_notebooks_parameters_cell():
     ("latent_dims", [16, -4], "latent_dims: -4 is not an integer from 1 to 599"),
     ("latent_dims", [16, 4096], "latent_dims: 4096 is not an integer from 1 to 599 .PCA"),
     ("latent_dim", 0, "latent_dim: 0"),
-    ("epochs", 0, "epochs: 0 is not an integer from 1"),
+    ("steps", 0, "steps: 0 is not an integer from 2"),
     ("batch_size", 2.5, "batch_size: 2.5"),
     ("lr", 0.0, "lr=0.0: must be a finite number above 0"),
     ("lr", 1e6, "lr=1000000.0: .* diverge"),
@@ -107,16 +105,15 @@ def test_quick_mode_never_writes_into_the_repository_root():
     with pytest.raises(ValueError, match="never replaces the committed results"):
         config(quick=True, run_dir=".")
     quick = config(quick=True, run_dir="runs/q", latent_dims=[64]).effective()
-    assert quick.latent_dims == [64] and quick.epochs == 2 and quick.n_seeds == 2
+    assert quick.latent_dims == [64] and quick.steps == helpers.QUICK_STEPS and quick.n_seeds == 2
 
 
-def tiny_run(seed, num_classes=0, lr=2e-3):
+def tiny_run(seed, num_classes=0, lr=2e-3, steps=4):
     torch.manual_seed(123)
     x = torch.rand(24, 3, 16, 16)
     y = torch.arange(24) % 2
     model = small_model(num_classes=num_classes)
-    model.start_from_pca(*helpers.PCA(x[:16]).components(8))
-    recipe = helpers.TrainConfig(epochs=2, batch_size=8, seed=seed, lam=0.1, lr=lr)
+    recipe = helpers.TrainConfig(steps=steps, batch_size=8, seed=seed, lam=0.1, lr=lr)
     extra = {"train_y": y[:16], "val_y": y[16:]} if num_classes else {}
     history = helpers.train(model, x[:16], x[16:], recipe, device=torch.device("cpu"), **extra)
     return model, history
@@ -127,7 +124,14 @@ def test_training_repeats_for_a_seed_and_changes_with_another():
     _, b = tiny_run(1)
     _, c = tiny_run(2)
     assert a["val_mse"] == b["val_mse"] and a["val_mse"] != c["val_mse"]
-    assert set(a) == {"train_mse", "val_mse", "seconds", "best_epoch"}
+    assert set(a) == {"train_mse", "val_mse", "steps", "lr", "seconds", "best_epoch"}
+
+
+def test_training_takes_exactly_the_budget_in_steps():
+    """16 images in batches of 8 are 2 steps an epoch: 5 steps end inside the third epoch."""
+    _, history = tiny_run(0, steps=5)
+    assert history["steps"] == [2, 4, 5] and len(history["val_mse"]) == 3
+    assert history["lr"][-1] < history["lr"][0] / 100     # the one-cycle schedule ends near zero
 
 
 def test_training_with_a_head_records_classification_curves():
@@ -289,10 +293,24 @@ def test_a_claim_the_run_contradicts_shows_a_warning_and_is_recorded():
 
 def test_models_trained_side_by_side_equal_models_trained_alone(face_data):
     """fit_many's processes do not change the numbers: one job alone, or two at once."""
-    quick = config(epochs=1, batch_size=64)
-    pca = helpers.PCA(face_data["train"].x)
-    jobs = [{"latent_dim": 8, "linear_path": True}, {"latent_dim": 8, "linear_path": False}]
-    together = helpers.fit_many(face_data, quick, pca, jobs)
-    alone = helpers.fit_autoencoder(face_data, quick, pca, 8, linear_path=False)
+    quick = config(steps=6, batch_size=64)
+    jobs = [{"latent_dim": 8, "seed": 1}, {"latent_dim": 8}]
+    together = helpers.fit_many(face_data, quick, jobs)
+    alone = helpers.fit_autoencoder(face_data, quick, 8)
     assert together[1].history["val_mse"] == alone.history["val_mse"]
     assert together[0].history["val_mse"] != alone.history["val_mse"]
+
+
+def test_sweep_and_budget_check_spend_the_stated_steps(face_data):
+    """Every size at half the budget; the chosen size at the budget and at twice it."""
+    quick = config(steps=8, batch_size=64, latent_dims=[4, 8])
+    pca = helpers.PCA(face_data["train"].x)
+    sweep = helpers.latent_sweep(face_data, quick, pca)
+    assert sweep.steps == 4 and [r["latent_dim"] for r in sweep.rows] == [4, 8]
+    assert all(f.history["steps"][-1] == 4 for f in sweep.models.values())
+    assert sweep.chosen in (4, 8)
+    kept, doubled, check = helpers.train_at_budget(face_data, quick, sweep)
+    assert kept.history["steps"][-1] == 8 and doubled.history["steps"][-1] == 16
+    assert (check["half_steps"], check["steps"], check["doubled_steps"]) == (4, 8, 16)
+    assert check["val_mse"] == min(kept.history["val_mse"])
+    assert check["half_val_mse"] == next(r["val_mse"] for r in sweep.rows if r["latent_dim"] == sweep.chosen)

@@ -40,10 +40,9 @@ def numbers(metrics):
     """The run's results, without timings, ids, the folder and the device."""
     drop = ("runtime", "provenance", "run", "figures", "config")
     out = {k: v for k, v in metrics.items() if k not in drop}
-    out["part1"] = {k: v for k, v in metrics["part1"].items()
-                    if k not in ("seconds", "sweep", "ablation")}
-    out["part1"]["ablation"] = [{k: v for k, v in r.items() if k != "seconds"}
-                                for r in metrics["part1"]["ablation"]]
+    out["part1"] = {k: v for k, v in metrics["part1"].items() if k not in ("seconds", "sweep")}
+    out["part1"]["sweep"] = [{k: v for k, v in r.items() if k != "seconds"}
+                             for r in metrics["part1"]["sweep"]]
     out["part2"] = {k: v for k, v in metrics["part2"].items() if k not in ("seconds", "per_seed")}
     return out
 
@@ -94,7 +93,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(quick_run, tmp_path):
 
 
 @pytest.mark.parametrize("params, message", [
-    ((("epochs", 0),), "epochs: 0 is not an integer from 1"),
+    ((("steps", 0),), "steps: 0 is not an integer from 2"),
     ((("lr", 1e6),), "lr=1000000.0"),
     ((("seed", 4294967295),), "seed: 4294967295"),
     ((("keywords", "zzzz"),), "keywords='zzzz'"),
