@@ -263,8 +263,9 @@ def main():
     metrics_path = OUT / "metrics.json"
     if metrics_path.is_file():
         runtime = json.loads(metrics_path.read_text())["runtime"]
-        print(f"Last committed notebook run ({runtime['device']}): {runtime['seconds'] / 60:.1f} "
-              f"min; Part 1 {runtime['part1_seconds'] / 60:.1f} min; Part 2 with its seeds "
+        print(f"Last committed notebook run ({runtime['device']}, {runtime.get('cpu')}): "
+              f"{runtime['seconds'] / 60:.1f} min; training time summed over the models trained "
+              f"side by side: Part 1 {runtime['part1_seconds'] / 60:.1f} min, Part 2 "
               f"{runtime['part2_seconds'] / 60:.1f} min")
     chosen = json.loads(metrics_path.read_text())["part1"]["latent_dim"] \
         if metrics_path.is_file() else 128
