@@ -781,7 +781,8 @@ def _fit_in_worker(job):
     return _fit(_WORKER["data"], _WORKER["config"], **job)
 
 
-def _fit(data, config, latent_dim, steps=None, seed=None, classes=False, lam=0.0):
+def _fit(data, config, latent_dim, steps=None, seed=None, classes=False, lam=0.0,
+         extra_train=None):
     seed = config.seed if seed is None else seed
     torch.manual_seed(seed)  # the initial weights depend on the seed alone
     model = Autoencoder(AEConfig(latent_dim=latent_dim, width=config.width,
@@ -790,7 +791,8 @@ def _fit(data, config, latent_dim, steps=None, seed=None, classes=False, lam=0.0
                          lr=config.lr, weight_decay=config.weight_decay, lam=lam, seed=seed)
     labels = {"train_y": data["train"].y, "val_y": data["val"].y} if classes else {}
     start = time.perf_counter()
-    history = train(model, data["train"].x, data["val"].x, recipe, **labels)
+    train_x = data["train"].x if extra_train is None else torch.cat([data["train"].x, extra_train])
+    history = train(model, train_x, data["val"].x, recipe, **labels)
     return Fitted(model.cpu().eval(), history, time.perf_counter() - start)
 
 
@@ -928,13 +930,16 @@ def bootstrap(values, groups, seed, reps=2000):
 
 
 def classification_scores(y_true, y_pred, class_names):
-    """Accuracy, macro-F1 and the confusion matrix (rows: true, columns: predicted)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    """Accuracy, macro-F1, the recall of each class and the confusion matrix (rows: true,
+    columns: predicted)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
     labels = list(range(len(class_names)))
+    recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
     return {"accuracy": float(accuracy_score(y_true, y_pred)),
             "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
                                        zero_division=0)),
+            "recall": dict(zip(class_names, map(float, recall))),
             "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
 
 
@@ -965,7 +970,9 @@ CAT_PAIRS = [  # (with the attribute, without it): the cat and the human version
     ("crying cat face", "crying face"),
     ("weary cat face", "weary face"),
 ]
+UNPAIRED_CATS = ["cat face", "cat face with wry smile"]  # no human partner: always trained on
 MIN_HELD_OUT_PAIRS = 3   # one pair to test, at least two to average the vector over
+CAT_FOLDS = 2            # each fold's cat faces are held out from one model's training
 
 
 @dataclass
@@ -973,14 +980,22 @@ class Pairs:
     names: list                  # (with, without) names found in the data
     with_images: torch.Tensor    # float (n, 3, H, W)
     without_images: torch.Tensor
+    unpaired: torch.Tensor       # float images of the cat faces without a partner
     missing: list                # names of the data that were not found
 
     @property
     def held_out(self):
         return len(self.names) >= MIN_HELD_OUT_PAIRS
 
+    def folds(self):
+        """Pair indices of each fold: every CAT_FOLDS-th pair."""
+        return [list(range(f, len(self.names), CAT_FOLDS)) for f in range(CAT_FOLDS)]
 
-def find_pairs(dataset, pairs=CAT_PAIRS):
+    def fold_of(self, pair):
+        return pair % CAT_FOLDS
+
+
+def find_pairs(dataset, pairs=CAT_PAIRS, unpaired=UNPAIRED_CATS):
     """Decode the attribute pairs present in the data; say which are missing.
 
     Stops (before any training) when no pair is complete; with fewer than
@@ -989,6 +1004,7 @@ def find_pairs(dataset, pairs=CAT_PAIRS):
     texts = [t.lower() if isinstance(t, str) else None for t in dataset["text"]]
     where = {t: i for i, t in reversed(list(enumerate(texts))) if t}
     found = [p for p in pairs if p[0] in where and p[1] in where]
+    alone = [name for name in unpaired if name in where]
     missing = sorted({name for p in pairs for name in p if name not in where})
     if missing:
         print(f"Part 3: {len(missing)} emoji of the attribute pairs are not in this source: "
@@ -997,47 +1013,156 @@ def find_pairs(dataset, pairs=CAT_PAIRS):
         raise ValueError("Part 3 needs at least one complete (cat, human) pair of "
                          f"{[p[0] for p in pairs]}, and this source has none. "
                          "Use source='mirror' or the hub.")
-    images, decoded, _ = decode_images(dataset, [where[n] for p in found for n in p])
-    if len(decoded) != 2 * len(found):
+    names = [n for p in found for n in p] + alone
+    images, decoded, _ = decode_images(dataset, [where[n] for n in names])
+    if len(decoded) != len(names):
         raise ValueError("Part 3: some pair images could not be decoded; use another source.")
     if len(found) < MIN_HELD_OUT_PAIRS:
         print(f"Part 3: only {len(found)} complete pair(s); the held-out evaluation needs "
               f"{MIN_HELD_OUT_PAIRS}, so only the arithmetic row is shown.")
     x = to_float(images)
-    return Pairs(found, x[0::2], x[1::2], missing)
+    n = 2 * len(found)
+    return Pairs(found, x[0:n:2], x[1:n:2], x[n:], missing)
+
+
+def cats_for_training(data, pairs, fold, seed):
+    """The cat faces a fold's model trains on: every cat face outside the fold, with as many
+    augmented copies per face as the subset's training emoji have."""
+    keep = [i for i in range(len(pairs.names)) if i not in fold]
+    cats = torch.cat([pairs.with_images[keep], pairs.unpaired])
+    train = data["train"]
+    images, _ = augment_to((cats * 255).round().to(torch.uint8),
+                           round(len(cats) * len(train.x) / len(train.originals)), seed)
+    return to_float(images)
+
+
+def fit_fold_models(data, config, pairs, latent_dim):
+    """One autoencoder per fold, at the run's recipe and budget, trained on the subset and
+    the cat faces of the other folds: no model sees the cat face of a pair it is tested on."""
+    jobs = [{"latent_dim": latent_dim, "extra_train": cats_for_training(data, pairs, fold,
+                                                                        config.seed + f)}
+            for f, fold in enumerate(pairs.folds())]
+    return fit_many(data, config, jobs)
+
+
+class CatClassifier(nn.Module):
+    """A small CNN on real emoji pixels: the logit of 'this is a cat face'."""
+
+    def __init__(self, width=16):
+        super().__init__()
+        self.net = nn.Sequential(down_block(3, width, norm=False), down_block(width, 2 * width),
+                                 down_block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(4 * width, 1))
+
+    def forward(self, x):
+        return self.net(x).squeeze(1)
+
+    @torch.no_grad()
+    def p_cat(self, x):
+        return torch.sigmoid(self(x))
+
+
+def train_cat_classifier(cats, faces, seed, steps=400, batch_size=32, lr=2e-3):
+    """Cat faces against human faces, on real pixels: every batch is half cats, half human
+    faces, each freshly distorted (AUGMENT), so the few cats weigh as much as the faces."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = CatClassifier()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    half = batch_size // 2
+    y = torch.cat([torch.ones(half), torch.zeros(half)])
+    model.train()
+    for _ in range(steps):
+        pick = lambda images: images[torch.randint(len(images), (half,), generator=generator)]
+        x = augment(torch.cat([pick(cats), pick(faces)]), generator)
+        loss = F.binary_cross_entropy_with_logits(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def fit_cat_classifiers(data, pairs, seed):
+    """One classifier per fold, trained on the cat faces outside the fold and the training
+    emoji; its accuracy is measured on the fold's cat faces and the test emoji."""
+    faces, test_faces = to_float(data["train"].originals), to_float(data["test"].originals)
+    classifiers, held_out_cats, test_humans = [], [], []
+    for f, fold in enumerate(pairs.folds()):
+        keep = [i for i in range(len(pairs.names)) if i not in fold]
+        classifier = train_cat_classifier(
+            torch.cat([pairs.with_images[keep], pairs.unpaired]), faces, seed + f)
+        classifiers.append(classifier)
+        held_out_cats += (classifier.p_cat(pairs.with_images[fold]) >= 0.5).tolist()
+        test_humans += (classifier.p_cat(test_faces) < 0.5).tolist()
+    accuracy = {"held_out_cats": sum(held_out_cats) / len(held_out_cats),
+                "test_human_faces": sum(test_humans) / len(test_humans),
+                "cats": len(held_out_cats), "human_faces": len(test_humans) // len(classifiers)}
+    return classifiers, accuracy
 
 
 @torch.no_grad()
-def held_out_analogies(model, pairs):
-    """For each pair i: add the attribute, averaged over the other pairs, to i's partner.
+def held_out_analogies(models, classifiers, pairs, seed):
+    """For each pair i: add the attribute, averaged over the other pairs, to i's human face,
+    with the model and the classifier of i's fold (neither saw i's cat face).
 
-    None when there are fewer than MIN_HELD_OUT_PAIRS pairs. Returns per-pair MSEs to the true target for the decoded latent composite, the same
-    arithmetic on pixels (clipped), and the unchanged reconstruction, with the images.
+    None when there are fewer than MIN_HELD_OUT_PAIRS pairs. Per pair: the MSE to the true cat
+    face of the decoded latent composite, the same arithmetic on pixels (clipped), the
+    unchanged reconstruction and the reconstruction of the true cat face itself (the floor);
+    the classifier's P(cat) of the first three; and whether each composite is nearer its own
+    human face than any other pair's (identity kept).
     """
     if not pairs.held_out:
         return None
-    model.eval()
-    z_with, z_without = model.encode(pairs.with_images), model.encode(pairs.without_images)
     n = len(pairs.names)
-    out = {f"{k}_{kind}": [] for k in ("latent", "pixel", "unchanged")
-           for kind in ("mse", "image")}
-    for i in range(n):
-        others = [k for k in range(n) if k != i]
-        z_vector = (z_with[others] - z_without[others]).mean(0)
-        pixel_vector = (pairs.with_images[others] - pairs.without_images[others]).mean(0)
-        images = {"latent": model.decode(z_without[i:i + 1] + z_vector)[0],
-                  "pixel": (pairs.without_images[i] + pixel_vector).clamp(0, 1),
-                  "unchanged": model.decode(z_without[i:i + 1])[0]}
-        for name, image in images.items():
-            out[f"{name}_mse"].append(float((image - pairs.with_images[i]).pow(2).mean()))
-            out[f"{name}_image"].append(image)
-    for name in ("latent", "pixel", "unchanged"):
-        out[f"{name}_image"] = torch.stack(out[f"{name}_image"])
+    kinds = ("latent", "pixel", "unchanged", "floor")
+    out = {f"{kind}_{what}": [None] * n for kind in kinds for what in ("mse", "image")}
+    out |= {f"{kind}_p_cat": [None] * n for kind in kinds[:3]}
+    out |= {f"{kind}_identity": [None] * n for kind in kinds[:2]}
+    for fold, model, classifier in zip(pairs.folds(), models, classifiers):
+        model.eval()
+        z_with, z_without = model.encode(pairs.with_images), model.encode(pairs.without_images)
+        for i in fold:
+            others = [k for k in range(n) if k != i]
+            z_vector = (z_with[others] - z_without[others]).mean(0)
+            pixel_vector = (pairs.with_images[others] - pairs.without_images[others]).mean(0)
+            images = {"latent": model.decode(z_without[i:i + 1] + z_vector)[0],
+                      "pixel": (pairs.without_images[i] + pixel_vector).clamp(0, 1),
+                      "unchanged": model.decode(z_without[i:i + 1])[0],
+                      "floor": model.decode(z_with[i:i + 1])[0]}
+            for kind, image in images.items():
+                out[f"{kind}_mse"][i] = float((image - pairs.with_images[i]).pow(2).mean())
+                out[f"{kind}_image"][i] = image
+            for kind in kinds[:3]:
+                out[f"{kind}_p_cat"][i] = float(classifier.p_cat(images[kind][None]))
+            for kind in kinds[:2]:
+                distance = (pairs.without_images - images[kind]).pow(2).flatten(1).mean(1)
+                out[f"{kind}_identity"][i] = int(distance.argmin()) == i
+    for kind in kinds:
+        out[f"{kind}_image"] = torch.stack(out[f"{kind}_image"])
     latent, pixel = out["latent_mse"], out["pixel_mse"]
-    out["summary"] = {"pairs": n, "latent_mse": sum(latent) / n, "pixel_mse": sum(pixel) / n,
-                      "unchanged_mse": sum(out["unchanged_mse"]) / n,
-                      "latent_wins": sum(a < b for a, b in zip(latent, pixel))}
+    mean = lambda values: sum(values) / len(values)
+    interval = lambda values: bootstrap(values, torch.arange(n), seed)
+    out["summary"] = {
+        "pairs": n, "latent_mse": mean(latent), "pixel_mse": mean(pixel),
+        "unchanged_mse": mean(out["unchanged_mse"]), "floor_mse": mean(out["floor_mse"]),
+        "latent_mse_ci": interval(latent), "pixel_mse_ci": interval(pixel),
+        "latent_minus_pixel_ci": interval([a - b for a, b in zip(latent, pixel)]),
+        "latent_wins": sum(a < b for a, b in zip(latent, pixel)),
+        "latent_cats": sum(p >= 0.5 for p in out["latent_p_cat"]),
+        "pixel_cats": sum(p >= 0.5 for p in out["pixel_p_cat"]),
+        "unchanged_cats": sum(p >= 0.5 for p in out["unchanged_p_cat"]),
+        "latent_identity": sum(out["latent_identity"]), "pixel_identity": sum(out["pixel_identity"])}
     return out
+
+
+def representative_donor(model, pairs, target):
+    """The pair (not the target's) whose own cat vector is closest to the vector averaged
+    over every pair but the target's."""
+    with torch.no_grad():
+        vectors = model.encode(pairs.with_images) - model.encode(pairs.without_images)
+    others = [k for k in range(len(pairs.names)) if k != target]
+    distance = (vectors[others] - vectors[others].mean(0)).norm(dim=1)
+    return others[int(distance.argmin())]
 
 
 @torch.no_grad()
@@ -1061,17 +1186,6 @@ def sharpness(images):
     """Mean absolute difference between neighbouring pixels: lower means blurrier."""
     return float((images[..., 1:, :] - images[..., :-1, :]).abs().mean()
                  + (images[..., :, 1:] - images[..., :, :-1]).abs().mean())
-
-
-def fit_probe(z, is_attribute):
-    """Logistic regression on standardised codes; returns P(attribute) for new codes."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-    probe.fit(z.numpy(), is_attribute.numpy())
-    return lambda codes: torch.from_numpy(probe.predict_proba(codes.numpy())[:, 1])
 
 
 # ----------------------------------------------------------------------------------------

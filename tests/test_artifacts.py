@@ -41,19 +41,31 @@ def test_metrics_hold_every_reported_key(metrics):
         "part1": ["latent_dim", "test_mse", "pca_test_mse", "ratio_to_pca", "sweep", "rule",
                   "test_mse_ci", "steps", "budget_check", "difference_to_pca_ci"],
         "part2": ["lambda", "test_mse", "test_accuracy", "majority_baseline_accuracy", "per_seed",
-                  "test_accuracy_ci", "majority_baseline_ci"],
-        "part3": ["attribute", "analogy", "analogy_doubled"],
+                  "test_accuracy_ci", "majority_baseline_ci", "class_rules", "recall",
+                  "accuracy_minus_majority_ci", "original_test_mse"],
+        "part3": ["attribute", "analogy", "folds", "fold_models"],
         "runtime": ["device", "cpu", "seconds", "part1_seconds", "part2_seconds"],
         "provenance": ["helpers_sha256", "notebook_code_sha256"],
         "run": ["id"],
     }.items():
         assert set(keys) <= set(metrics[section]), section
-    for key in ("pairs", "latent_mse", "pixel_mse", "unchanged_mse", "latent_wins"):
-        assert key in metrics["part3"]["analogy"] and key in metrics["part3"]["analogy_doubled"]
+    analogy = metrics["part3"]["analogy"]
+    for key in ("pairs", "latent_mse", "pixel_mse", "unchanged_mse", "floor_mse", "latent_wins",
+                "latent_mse_ci", "pixel_mse_ci", "p_cat", "classifier"):
+        assert key in analogy
+    assert all(len(analogy["p_cat"][k]) == analogy["pairs"] for k in ("latent", "pixel", "unchanged"))
+    assert "original_test_mse" in metrics["part1"]
     assert [r["latent_dim"] for r in metrics["part1"]["sweep"]] == metrics["config"]["latent_dims"]
     for key in ("steps", "val_mse", "doubled_steps", "doubled_val_mse"):
         assert key in metrics["part1"]["budget_check"]
     assert set(metrics["config"]) == set(helpers.notebook_defaults())
+
+
+def test_no_fold_model_trained_on_a_cat_face_it_is_judged_on(metrics):
+    part3 = metrics["part3"]
+    for fold, trained_on in zip(part3["folds"], part3["fold_models"]["extra_training_cats"]):
+        assert fold and not {part3["pairs"][i][0] for i in fold} & set(trained_on)
+    assert sorted(i for fold in part3["folds"] for i in fold) == list(range(len(part3["pairs"])))
 
 
 def test_the_budget_is_counted_in_steps_and_checked_at_half_and_twice(metrics):

@@ -215,9 +215,10 @@ def test_bigger_split_than_target_keeps_its_originals():
 def test_class_rules_label_in_order_with_case_folding():
     labels, names = helpers.label_by_rules(
         ["Grinning face", "crying face", "face with tears of joy", "neutral face", "sleepy face",
-         "sleeping face", "smiling face with tear"], config().class_words)
-    assert names == ["happy", "unhappy", "neutral"]
-    assert labels.tolist() == [0, 1, 0, 2, 2, 2, 0]
+         "sleeping face", "smiling face with tear", "disappointed but relieved face",
+         "face with cowboy hat"], config().class_words)
+    assert names == ["smile", "frown", "other"]
+    assert labels.tolist() == [0, 1, 0, 2, 2, 2, 0, 1, 0]
 
 
 def test_face_classes_are_large_enough_to_split(face_data):

@@ -232,16 +232,45 @@ class Identity(torch.nn.Module):
         return z.view(-1, 1, 2, 2)
 
 
+class HalfSure(torch.nn.Module):
+    """A stand-in cat classifier that is never sure."""
+
+    def p_cat(self, x):
+        return torch.full((len(x),), 0.5)
+
+
 def test_held_out_analogies_leave_the_tested_pair_out():
-    without = torch.full((3, 1, 2, 2), 0.2)
-    shifts = torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1, 1)
-    pairs = helpers.Pairs([("a", "b")] * 3, without + shifts, without, [])
-    result = helpers.held_out_analogies(Identity(), pairs)
-    # Pair 0 gets the mean shift of pairs 1 and 2 (0.25) instead of its own 0.1.
-    assert result["latent_mse"][0] == pytest.approx(0.15 ** 2)
+    without = torch.full((4, 1, 2, 2), 0.2)
+    shifts = torch.tensor([0.1, 0.2, 0.3, 0.4]).view(4, 1, 1, 1)
+    pairs = helpers.Pairs([("a", "b")] * 4, without + shifts, without, without[:0], [])
+    assert pairs.folds() == [[0, 2], [1, 3]] and pairs.fold_of(3) == 1
+    result = helpers.held_out_analogies([Identity(), Identity()], [HalfSure(), HalfSure()], pairs, 0)
+    # Pair 0 gets the mean shift of pairs 1, 2 and 3 (0.3) instead of its own 0.1.
+    assert result["latent_mse"][0] == pytest.approx(0.2 ** 2)
     assert result["pixel_mse"] == pytest.approx(result["latent_mse"])
-    assert result["unchanged_mse"] == pytest.approx([0.01, 0.04, 0.09])
-    assert result["summary"]["pairs"] == 3 and result["summary"]["latent_wins"] == 0
+    assert result["unchanged_mse"] == pytest.approx([0.01, 0.04, 0.09, 0.16])
+    assert result["floor_mse"] == pytest.approx([0.0] * 4)
+    summary = result["summary"]
+    assert summary["pairs"] == 4 and summary["latent_wins"] == 0 and summary["latent_cats"] == 4
+    assert summary["latent_mse_ci"]["low"] <= summary["latent_mse"] <= summary["latent_mse_ci"]["high"]
+
+
+def test_a_fold_model_never_trains_on_the_cat_faces_of_its_fold(face_data):
+    cats = torch.arange(4).view(4, 1, 1, 1).expand(4, 3, 8, 8) / 10
+    pairs = helpers.Pairs([("a", "b")] * 4, cats, 1 - cats, torch.full((1, 3, 8, 8), 0.9), [])
+    extra = helpers.cats_for_training(face_data, pairs, [0, 2], seed=0)
+    first = extra[:, 0, 0, 0]
+    assert first[:3].tolist() == pytest.approx([0.1, 0.3, 0.9], abs=1 / 255)   # cats 1 and 3, the unpaired one
+    per_emoji = len(face_data["train"].x) / len(face_data["train"].originals)
+    assert len(extra) == round(3 * per_emoji)
+
+
+def test_cat_classifier_learns_a_visible_difference():
+    generator = torch.Generator().manual_seed(0)
+    cats = torch.rand(4, 3, 16, 16, generator=generator) * 0.2 + torch.tensor([0.8, 0.1, 0.1]).view(3, 1, 1)
+    faces = torch.rand(12, 3, 16, 16, generator=generator) * 0.2 + torch.tensor([0.1, 0.1, 0.8]).view(3, 1, 1)
+    classifier = helpers.train_cat_classifier(cats, faces, seed=0, steps=60)
+    assert (classifier.p_cat(cats) > 0.5).all() and (classifier.p_cat(faces) < 0.5).all()
 
 
 def test_pairs_are_checked_and_missing_ones_named(tmp_path, capsys):
@@ -254,6 +283,7 @@ def test_pairs_are_checked_and_missing_ones_named(tmp_path, capsys):
     dataset, _ = helpers.load_emoji_dataset(str(path))
     pairs = helpers.find_pairs(dataset)
     assert pairs.names == [("crying cat face", "crying face")] and not pairs.held_out
+    assert len(pairs.unpaired) == 0
     assert "pouting cat face" in pairs.missing and "only 1 complete pair" in capsys.readouterr().out
     path = write_parquet(tmp_path / "none.parquet", [("pouting face", square)])
     with pytest.raises(ValueError, match="at least one complete"):
@@ -266,19 +296,13 @@ def test_classification_scores_use_every_class():
     assert scores["accuracy"] == 0.75
     assert scores["confusion"] == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert scores["recall"] == {"a": 0.5, "b": 1.0, "c": 1.0}
 
 
 def test_nearest_centroid_refuses_a_class_without_training_codes():
     z = torch.randn(6, 3)
     assert helpers.nearest_centroid_accuracy(z, torch.tensor([0, 0, 0, 1, 1, 1]), z,
                                              torch.tensor([0, 1, 2, 0, 1, 2])) is None
-
-
-def test_probe_separates_separable_codes():
-    z = torch.cat([torch.randn(20, 4) + 3, torch.randn(20, 4) - 3])
-    y = torch.tensor([1] * 20 + [0] * 20)
-    probability = helpers.fit_probe(z, y)(z)
-    assert ((probability > 0.5) == y.bool()).all()
 
 
 def test_a_claim_the_run_contradicts_shows_a_warning_and_is_recorded():
