@@ -54,6 +54,8 @@ def test_metrics_hold_every_reported_key(metrics):
                 "latent_mse_ci", "pixel_mse_ci", "p_cat", "classifier"):
         assert key in analogy
     assert all(len(analogy["p_cat"][k]) == analogy["pairs"] for k in ("latent", "pixel", "unchanged"))
+    assert all(len(analogy["per_pair"][k]) == analogy["pairs"] for k in ("latent_mse", "pixel_mse", "floor_mse"))
+    assert analogy["latent_mse"] == pytest.approx(sum(analogy["per_pair"]["latent_mse"]) / analogy["pairs"])
     assert "original_test_mse" in metrics["part1"]
     assert [r["latent_dim"] for r in metrics["part1"]["sweep"]] == metrics["config"]["latent_dims"]
     for key in ("steps", "val_mse", "doubled_steps", "doubled_val_mse"):
