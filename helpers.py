@@ -982,6 +982,7 @@ class Pairs:
     without_images: torch.Tensor
     unpaired: torch.Tensor       # float images of the cat faces without a partner
     missing: list                # names of the data that were not found
+    unpaired_names: list = field(default_factory=list)
 
     @property
     def held_out(self):
@@ -993,6 +994,16 @@ class Pairs:
 
     def fold_of(self, pair):
         return pair % CAT_FOLDS
+
+    def others(self, pair):
+        """Every pair but one: what its attribute vector is averaged over."""
+        return [k for k in range(len(self.names)) if k != pair]
+
+    def cats_outside(self, fold):
+        """The names and images of every cat face outside a fold: what its models learn from."""
+        keep = [i for i in range(len(self.names)) if i not in fold]
+        names = [self.names[i][0] for i in keep] + self.unpaired_names
+        return names, torch.cat([self.with_images[keep], self.unpaired])
 
 
 def find_pairs(dataset, pairs=CAT_PAIRS, unpaired=UNPAIRED_CATS):
@@ -1022,14 +1033,13 @@ def find_pairs(dataset, pairs=CAT_PAIRS, unpaired=UNPAIRED_CATS):
               f"{MIN_HELD_OUT_PAIRS}, so only the arithmetic row is shown.")
     x = to_float(images)
     n = 2 * len(found)
-    return Pairs(found, x[0:n:2], x[1:n:2], x[n:], missing)
+    return Pairs(found, x[0:n:2], x[1:n:2], x[n:], missing, alone)
 
 
 def cats_for_training(data, pairs, fold, seed):
     """The cat faces a fold's model trains on: every cat face outside the fold, with as many
     augmented copies per face as the subset's training emoji have."""
-    keep = [i for i in range(len(pairs.names)) if i not in fold]
-    cats = torch.cat([pairs.with_images[keep], pairs.unpaired])
+    _, cats = pairs.cats_outside(fold)
     train = data["train"]
     images, _ = augment_to((cats * 255).round().to(torch.uint8),
                            round(len(cats) * len(train.x) / len(train.originals)), seed)
@@ -1071,9 +1081,9 @@ def train_cat_classifier(cats, faces, seed, steps=400, batch_size=32, lr=2e-3):
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     half = batch_size // 2
     y = torch.cat([torch.ones(half), torch.zeros(half)])
+    pick = lambda images: images[torch.randint(len(images), (half,), generator=generator)]
     model.train()
     for _ in range(steps):
-        pick = lambda images: images[torch.randint(len(images), (half,), generator=generator)]
         x = augment(torch.cat([pick(cats), pick(faces)]), generator)
         loss = F.binary_cross_entropy_with_logits(model(x), y)
         optimizer.zero_grad(set_to_none=True)
@@ -1088,9 +1098,7 @@ def fit_cat_classifiers(data, pairs, seed):
     faces, test_faces = to_float(data["train"].originals), to_float(data["test"].originals)
     classifiers, held_out_cats, test_humans = [], [], []
     for f, fold in enumerate(pairs.folds()):
-        keep = [i for i in range(len(pairs.names)) if i not in fold]
-        classifier = train_cat_classifier(
-            torch.cat([pairs.with_images[keep], pairs.unpaired]), faces, seed + f)
+        classifier = train_cat_classifier(pairs.cats_outside(fold)[1], faces, seed + f)
         classifiers.append(classifier)
         held_out_cats += (classifier.p_cat(pairs.with_images[fold]) >= 0.5).tolist()
         test_humans += (classifier.p_cat(test_faces) < 0.5).tolist()
@@ -1122,7 +1130,7 @@ def held_out_analogies(models, classifiers, pairs, seed):
         model.eval()
         z_with, z_without = model.encode(pairs.with_images), model.encode(pairs.without_images)
         for i in fold:
-            others = [k for k in range(n) if k != i]
+            others = pairs.others(i)
             z_vector = (z_with[others] - z_without[others]).mean(0)
             pixel_vector = (pairs.with_images[others] - pairs.without_images[others]).mean(0)
             images = {"latent": model.decode(z_without[i:i + 1] + z_vector)[0],
@@ -1160,7 +1168,7 @@ def representative_donor(model, pairs, target):
     over every pair but the target's."""
     with torch.no_grad():
         vectors = model.encode(pairs.with_images) - model.encode(pairs.without_images)
-    others = [k for k in range(len(pairs.names)) if k != target]
+    others = pairs.others(target)
     distance = (vectors[others] - vectors[others].mean(0)).norm(dim=1)
     return others[int(distance.argmin())]
 
@@ -1170,7 +1178,7 @@ def analogy_row(model, pairs, target, donor, scales=(0.0, 0.5, 1.0, 1.5, 2.0)):
     """The course's row for pair `target`: cat(donor) - human(donor) + human(target), and
     the same with the vector averaged over every pair but the target's, at several scales."""
     z_with, z_without = model.encode(pairs.with_images), model.encode(pairs.without_images)
-    others = [k for k in range(len(pairs.names)) if k != target]
+    others = pairs.others(target)
     single = z_with[donor] - z_without[donor]
     averaged = (z_with[others] - z_without[others]).mean(0) if others else single
     base = z_without[target]
