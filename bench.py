@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import helpers
+import runs
 
 matplotlib.use("Agg")
-CONFIG = helpers.RunConfig.defaults(source="mirror", run_dir="runs/bench")
+CONFIG = runs.RunConfig.defaults(source="mirror", run_dir="runs/bench")
 OUT = helpers.REPO_ROOT / "report"
 LEVER_STEPS = 200   # a short training, enough to compare float32 with bfloat16
 
@@ -110,15 +111,9 @@ def train_own_recipe(model, data, recipe):
     model.load_state_dict(best[1])
 
 
-def recipe_of(config, **changes):
-    """The notebook's recipe as a TrainConfig."""
-    return helpers.TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                               weight_decay=config.weight_decay, seed=config.seed, **changes)
-
-
 def our_recipe(model, data):
     """The notebook's recipe (helpers.train at the run's budget) for any model."""
-    helpers.train(model, data["train"].x, data["val"].x, recipe_of(CONFIG),
+    helpers.train(model, data["train"].x, data["val"].x, CONFIG.recipe(),
                   device=torch.device("cpu"))
 
 
@@ -137,7 +132,7 @@ def compare(data, pca, sizes):
     rows = []
     our_images = CONFIG.steps * CONFIG.batch_size
     for k in sizes:
-        fitted = helpers.fit_autoencoder(data, CONFIG, k)
+        fitted = helpers.fit_all(data, [helpers.Job(CONFIG.model(k), CONFIG.recipe())])[0]
         rows.append(row("ours", "ours", k, fitted.model, fitted.seconds, data, our_images))
     for name, (build, code_size, recipe) in PEERS.items():
         for which, fit, images in (("own", lambda m: train_own_recipe(m, data, recipe),
@@ -176,7 +171,7 @@ def step_flops(model, batch):
 def throughput(data, pca, bf16=False, channels_last=False, steps=15):
     """Images per second of training steps at the notebook's width and batch, latent 128."""
     torch.manual_seed(0)
-    model = helpers.Autoencoder(helpers.AEConfig(latent_dim=128, width=CONFIG.width))
+    model = helpers.Autoencoder(CONFIG.model(128))
     batch = data["train"].x[:CONFIG.batch_size]
     if channels_last:
         model, batch = model.to(memory_format=torch.channels_last), batch.contiguous(
@@ -212,8 +207,8 @@ def speed(data, pca):
     result["augmentation_ms_per_batch"] = (time.perf_counter() - start) / 20 * 1000
     for name, bf16 in (("float32", False), ("bfloat16 autocast", True)):
         torch.manual_seed(CONFIG.seed)
-        model = helpers.Autoencoder(helpers.AEConfig(latent_dim=128, width=CONFIG.width))
-        recipe = replace(recipe_of(CONFIG), steps=LEVER_STEPS, bf16=bf16)
+        model = helpers.Autoencoder(CONFIG.model(128))
+        recipe = replace(CONFIG.recipe(steps=LEVER_STEPS), bf16=bf16)
         start = time.perf_counter()
         helpers.train(model, data["train"].x, data["val"].x, recipe, device=torch.device("cpu"))
         result["levers"][name] |= {"test_mse_short": helpers.evaluate(
@@ -274,12 +269,12 @@ def main():
               "split_sizes": data.info["split_sizes"], "config": asdict(CONFIG),
               "peer_recipes": {k: v[2] for k, v in PEERS.items()}, "timings": timings,
               "rows": rows, "pca": pca_rows,
-              "helpers_sha256": helpers.provenance()["helpers_sha256"],
+              "helpers_sha256": runs.provenance()["helpers_sha256"],
               "seconds": time.perf_counter() - started}
-    helpers.atomic_write(OUT / "benchmark.json",
+    runs.atomic_write(OUT / "benchmark.json",
                          lambda tmp: open(tmp, "w").write(json.dumps(result, indent=2)))
     fig = plot(rows, pca_rows)
-    helpers.atomic_write(OUT / "figures" / "benchmark.png",
+    runs.atomic_write(OUT / "figures" / "benchmark.png",
                          lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight"))
     print(f"Wrote {OUT / 'benchmark.json'} and the figure in {result['seconds'] / 60:.1f} min")
 

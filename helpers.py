@@ -1,34 +1,28 @@
-"""Helpers for homework2.ipynb: convolutional autoencoders on the emoji dataset.
+"""The method behind homework2.ipynb: convolutional autoencoders on the emoji dataset.
 
 Sections, in the order the notebook uses them:
-  1. Run configuration: every notebook parameter in one checked dataclass
-  2. Data: sources (hub, parquet, offline mirror), subset, labels, split, one augmentation
-  3. Model: a DCGAN-style convolutional autoencoder with an optional class head
-  4. Training: the one recipe (budget in optimizer steps), PCA, the latent-size sweep,
-     the budget check
-  5. Evaluation: errors, bootstrap intervals over unique emoji, classification scores
-  6. Latent arithmetic: attribute vectors and held-out analogies
-  7. Report: claims checked by the run, tables and figures
-  8. Run folder: one run at a time, staging, atomic writes, weights and latents, provenance
-What only the Makefile needs (building the offline mirror, checking and zipping the
-submission) lives in project.py; the benchmark in bench.py.
+  1. Data: sources (hub, parquet, offline mirror), subset, labels, split, one augmentation
+  2. Model: a DCGAN-style convolutional autoencoder with an optional class head
+  3. Training: one recipe (budget in optimizer steps), one training path (`fit`, `fit_all`),
+     PCA, the latent-size sweep, the budget check, the seed study
+  4. Evaluation: errors, bootstrap intervals over unique emoji, the comparisons the answers
+     report (against PCA, Part 2 against Part 1), classification scores
+  5. Latent arithmetic: attribute vectors, held-out analogies, a cat classifier
+  6. Figures: image grids and the emoji they show
+The run's bookkeeping (parameters and their checks, the run folder, the report's claims)
+lives in runs.py; the offline mirror and the submission check in project.py; the benchmark
+in bench.py.
 """
-import ast
-import atexit
 import copy
 import hashlib
 import io
-import json
 import math
 import os
 import re
-import secrets
 import time
-import urllib.request
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import datasets
 import numpy as np
@@ -46,149 +40,10 @@ MIRROR_PATH = DATA_DIR / "emoji_mirror.parquet"
 HUB_DATASET = "valhalla/emoji-dataset"
 SOURCES = ("auto", "hub", "mirror", "a path to a .parquet file")
 SPLIT_TARGETS = {"train": 600, "val": 200, "test": 200}
-MAX_SEED = 2 ** 31 - 1 - 1000   # seed + small offsets must stay valid for numpy and torch
-QUICK_STEPS = 40                # optimizer steps per model in quick mode
 
 
 # ----------------------------------------------------------------------------------------
-# 1. Run configuration
-# ----------------------------------------------------------------------------------------
-
-def notebook_defaults(path=NOTEBOOK):
-    """The parameters cell of the notebook, as Python values (the single source of defaults)."""
-    import papermill
-
-    return {name: ast.literal_eval(spec["default"])
-            for name, spec in papermill.inspect_notebook(str(path)).items()}
-
-
-@dataclass
-class RunConfig:
-    """Every parameter of the notebook, checked on creation; quick mode is `effective()`."""
-    group_members: str
-    seed: int
-    source: str
-    keywords: list
-    exclude: list
-    whole_word: bool
-    class_words: dict
-    latent_dims: list
-    latent_dim: object
-    min_gain: float
-    steps: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    width: int
-    lam: float
-    n_seeds: int
-    run_dir: str
-    quick: bool
-
-    @classmethod
-    def from_values(cls, values):
-        """Build from a mapping that holds (at least) every parameter, e.g. globals()."""
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
-
-    @classmethod
-    def defaults(cls, **changes):
-        return cls(**(notebook_defaults() | changes))
-
-    def __post_init__(self):
-        for name in ("whole_word", "quick"):
-            setattr(self, name, as_bool(name, getattr(self, name)))
-        check_int("seed", self.seed, 0, MAX_SEED)
-        for name, low, high in (("steps", 2, 1_000_000), ("batch_size", 1, 4096),
-                                ("width", 1, 256), ("n_seeds", 1, 20)):
-            check_int(name, getattr(self, name), low, high)
-        check_number("lr", self.lr, 0, 1, "a learning rate above 1 makes AdamW diverge; "
-                     "the default is 2e-3", low_open=True)
-        check_number("weight_decay", self.weight_decay, 0, 1, "AdamW's decay, e.g. 1e-2")
-        check_number("lam", self.lam, 0, 100, "the weight of the cross-entropy, e.g. 0.01")
-        check_number("min_gain", self.min_gain, 0, 1, "a fraction, e.g. 0.1", low_open=True)
-        check_words("keywords", self.keywords, allow_empty=False)
-        check_words("exclude", self.exclude, allow_empty=True)
-        if not isinstance(self.source, str) or not self.source:
-            raise ValueError(f"source={self.source!r}: use one of: {', '.join(SOURCES)}.")
-        if not isinstance(self.group_members, str):
-            raise ValueError(f"group_members={self.group_members!r}: give the names as one "
-                             "string, e.g. -p group_members 'Ada Lovelace, Alan Turing'.")
-        check_class_words(self.class_words)
-        if not isinstance(self.latent_dims, list) or not self.latent_dims:
-            raise ValueError(f"latent_dims={self.latent_dims!r}: the sweep needs a list of at "
-                             "least one latent size, e.g. [16, 32, 64, 128, 256, 512].")
-        rank = SPLIT_TARGETS["train"] - 1
-        for value in self.latent_dims:
-            check_int("latent_dims", value, 1, rank, "PCA of 600 training images has at most "
-                      f"{rank} directions")
-        self.latent_dims = sorted(set(self.latent_dims))
-        if self.latent_dim is not None:
-            check_int("latent_dim", self.latent_dim, 1, rank,
-                      "or None to let the sweep choose")
-        if not isinstance(self.run_dir, str) or not self.run_dir.strip():
-            raise ValueError(f"run_dir={self.run_dir!r}: give a folder, e.g. runs/mine.")
-        if self.quick and Path(self.run_dir).resolve() == REPO_ROOT:
-            raise ValueError(
-                f"quick=True with run_dir={self.run_dir!r}: a quick run never replaces the "
-                "committed results in the repository root. Give another folder, "
-                "e.g. -p run_dir runs/quick.")
-
-    def effective(self):
-        """The configuration that runs: quick mode keeps 2 latent sizes, 40 steps, 2 seeds."""
-        if not self.quick:
-            return self
-        dims = sorted({self.latent_dims[0], self.latent_dims[-1]})
-        return replace(self, latent_dims=dims, steps=QUICK_STEPS, n_seeds=2)
-
-    def sweep_steps(self):
-        """The latent-size sweep trains every size at half the budget."""
-        return self.steps // 2
-
-
-def as_bool(name, value):
-    """True/False, also from papermill's strings 'true' and 'false' (any case)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ValueError(f"{name}={value!r}: must be True or False.")
-
-
-def check_int(name, value, low, high, note=""):
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name}: {value!r} is not an integer from {low} to {high}"
-                         + (f" ({note})." if note else "."))
-
-
-def check_number(name, value, low, high, note, low_open=False):
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and (low < value if low_open else low <= value)
-          and value <= high)
-    if not ok:
-        bound = f"{'above' if low_open else 'at least'} {low} and at most {high}"
-        raise ValueError(f"{name}={value!r}: must be a finite number {bound} ({note}).")
-
-
-def check_words(name, words, allow_empty):
-    ok = isinstance(words, list) and all(isinstance(w, str) and w.strip() for w in words)
-    if not ok or (not words and not allow_empty):
-        raise ValueError(f"{name}={words!r}: give a list of words, e.g. ['face'].")
-
-
-def check_class_words(class_words):
-    example = "e.g. {'happy': ['smil', 'grin'], 'unhappy': ['cry'], 'neutral': []}"
-    if not isinstance(class_words, dict) or len(class_words) < 2:
-        raise ValueError(f"class_words={class_words!r}: give at least two classes, {example}.")
-    for k, (name, words) in enumerate(class_words.items()):
-        last = k == len(class_words) - 1
-        if not isinstance(name, str) or not isinstance(words, list) or (
-                not words and not last) or not all(isinstance(w, str) and w for w in words):
-            raise ValueError(f"class_words[{name!r}]={words!r}: each class needs a list of "
-                             f"words; only the last may be empty (it takes the rest), {example}.")
-
-
-# ----------------------------------------------------------------------------------------
-# 2. Data
+# 1. Data
 # ----------------------------------------------------------------------------------------
 
 def hub_features():
@@ -199,19 +54,17 @@ def hub_features():
 
 
 def hub_problem(timeout=3.0):
-    """None when the hub serves the dataset's metadata within `timeout` s, else the reason."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return "HF_HUB_OFFLINE is set"
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    url = f"{endpoint}/api/datasets/{HUB_DATASET}"
-    if urlparse(url).scheme not in ("http", "https"):
-        return f"HF_ENDPOINT={endpoint!r} is not an http(s) address"
+    """None when the hub serves the dataset's metadata within `timeout` s, else the reason.
+
+    huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE, as `load_dataset` does."""
+    from huggingface_hub import HfApi
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:
-            json.loads(answer.read(1_000_000))
+        HfApi().dataset_info(HUB_DATASET, timeout=timeout)
         return None
-    except Exception as error:  # refused, timed out, HTTP error, not JSON: all mean "no"
-        return f"{url} did not serve the dataset within {timeout:g} s ({type(error).__name__})"
+    except Exception as error:  # offline, refused, timed out, not found: all mean "no"
+        return (f"the hub did not serve {HUB_DATASET} within {timeout:g} s "
+                f"({type(error).__name__})")
 
 
 def load_emoji_dataset(source="auto", mirror_path=MIRROR_PATH, hub_timeout=3.0):
@@ -223,17 +76,16 @@ def load_emoji_dataset(source="auto", mirror_path=MIRROR_PATH, hub_timeout=3.0):
     """
     from datasets import load_dataset
 
-    if source == "auto":
-        problem = hub_problem(hub_timeout)
+    if source in ("auto", "hub"):
+        problem = hub_problem(hub_timeout)   # the one probe
+        if problem and source == "hub":
+            raise ConnectionError(
+                f"source='hub': the Hugging Face hub did not answer: {problem}. "
+                "Use source='mirror' (offline copy, built by `make data`) or source='auto'.")
         if problem:
             print(f"source='auto': using the offline mirror, because {problem}.")
         source = "mirror" if problem else "hub"
     if source == "hub":
-        problem = hub_problem(hub_timeout)
-        if problem:
-            raise ConnectionError(
-                f"source='hub': the Hugging Face hub did not answer: {problem}. "
-                "Use source='mirror' (offline copy, built by `make data`) or source='auto'.")
         dataset = load_dataset(HUB_DATASET, split="train")
     elif source == "mirror":
         if not Path(mirror_path).is_file():
@@ -516,25 +368,22 @@ def prepare_data(dataset, config, image_size=64):
 
 
 # ----------------------------------------------------------------------------------------
-# 3. Model
+# 2. Model
 # ----------------------------------------------------------------------------------------
 
 @dataclass
 class AEConfig:
-    """Everything needed to rebuild an autoencoder."""
-    latent_dim: int = 128
-    width: int = 16           # channels after the first stride; doubled at each stride
+    """Everything needed to rebuild an autoencoder (the run's values: `RunConfig.model`)."""
+    latent_dim: int
+    width: int                # channels after the first stride; doubled at each stride
     image_size: int = 64      # a power of two, at least 16
     num_classes: int = 0      # > 0 adds a classification head on the latent code
 
     def __post_init__(self):
-        for name in ("latent_dim", "width"):
-            check_int(name, getattr(self, name), 1, 100_000)
         size = self.image_size
         if not isinstance(size, int) or size < 16 or size & (size - 1):
             raise ValueError(f"image_size={size!r}: the architecture halves the image down to "
                              "4x4, so it takes a power of two of at least 16 (e.g. 32, 64).")
-        check_int("num_classes", self.num_classes, 0, 10_000, "0 means no head")
 
 
 def down_block(c_in, c_out, norm=True):
@@ -605,29 +454,28 @@ def count_parameters(module):
 
 
 # ----------------------------------------------------------------------------------------
-# 4. Training
+# 3. Training
 # ----------------------------------------------------------------------------------------
 
 def pick_device():
-    """cuda if present, else Apple's mps, else the cpu."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
+    """The accelerator torch finds (cuda, mps, ...), else the cpu."""
+    if torch.accelerator.is_available():
+        return torch.accelerator.current_accelerator()
     return torch.device("cpu")
 
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of one training run; its budget is counted in optimizer steps."""
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 5e-3
-    weight_decay: float = 1e-2
+    """The recipe of one training run (the run's values: `RunConfig.recipe`); its budget is
+    counted in optimizer steps."""
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    lam: float = 0.0          # weight of the classification loss; 0 without a head
     augment: bool = True      # a fresh distortion of every training batch (AUGMENT)
-    lam: float = 0.0          # weight of the classification loss (Part 2)
     bf16: bool = False        # bfloat16 autocast on the CPU (slower on this CPU: make bench)
-    seed: int = 0
 
 
 class TrainingDiverged(RuntimeError):
@@ -723,9 +571,6 @@ class PCA:
         self.rank = min(len(flat) - 1, flat.shape[1])
 
     def reconstruct(self, x, k):
-        if k > self.rank:
-            raise ValueError(f"latent size {k} is more than PCA can give from these training "
-                             f"images (rank {self.rank}); use at most {self.rank}.")
         mean, directions = self.mean, self.directions[:k]
         flat = x.flatten(1).double() - mean
         return ((flat @ directions.T) @ directions + mean).clamp(0, 1).float().view_as(x)
@@ -741,59 +586,67 @@ class Fitted:
     history: dict
     seconds: float
 
-
-def fit_autoencoder(data, config, latent_dim, steps=None, seed=None, classes=False, lam=0.0):
-    """The one recipe: build the model from the seed and train it for `steps` optimizer
-    steps (default: the run's budget, `config.steps`)."""
-    job = {"latent_dim": latent_dim, "steps": steps, "seed": seed, "classes": classes,
-           "lam": lam}
-    return fit_many(data, config, [job])[0]
+    @property
+    def ms_per_step(self):
+        return 1000 * self.seconds / self.history["steps"][-1]
 
 
-def fit_many(data, config, jobs):
-    """Train several models at once, each job a dict of `fit_autoencoder`'s arguments.
+@dataclass
+class Job:
+    """One model to train: its architecture, its recipe, and images added to the training
+    split (Part 3's cat faces), if any."""
+    model: AEConfig
+    recipe: TrainConfig
+    extra_train: torch.Tensor = None
+
+
+def fit(data, model_config, recipe, extra_train=None):
+    """Train one model: `fit_all` with one job, so it trains exactly as it would beside others."""
+    return fit_all(data, [Job(model_config, recipe, extra_train)])[0]
+
+
+def fit_all(data, jobs):
+    """Train every job; returns their `Fitted` in order.
 
     On the CPU every model trains in a process of its own with one thread, one process per
     core: on two cores that is about 1.6 times the throughput of one two-thread training,
-    and a model's numbers do not depend on how many train beside it. On a GPU they train
-    one after the other in this process.
+    and a model's numbers do not depend on how many train beside it. On an accelerator they
+    train one after the other in this process.
     """
     if pick_device().type != "cpu":
-        return [_fit(data, config, **job) for job in jobs]
+        return [fit_job(data, job) for job in jobs]
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                             initializer=_start_worker, initargs=(data, config)) as pool:
+                             initializer=_start_worker, initargs=(data,)) as pool:
         return list(pool.map(_fit_in_worker, jobs))
 
 
-_WORKER = {}
+def fit_job(data, job):
+    """Build a model from the recipe's seed and train it on the training split (and the
+    job's extra images), with class labels when the model has a head."""
+    torch.manual_seed(job.recipe.seed)  # the initial weights depend on the seed alone
+    model = Autoencoder(job.model)
+    labels = {"train_y": data["train"].y, "val_y": data["val"].y} if job.model.num_classes else {}
+    train_x = data["train"].x if job.extra_train is None else torch.cat([data["train"].x,
+                                                                         job.extra_train])
+    start = time.perf_counter()
+    history = train(model, train_x, data["val"].x, job.recipe, **labels)
+    return Fitted(model.cpu().eval(), history, time.perf_counter() - start)
 
 
-def _start_worker(data, config):
+_WORKER_DATA = {}
+
+
+def _start_worker(data):
     torch.set_num_threads(1)
-    _WORKER.update(data=data, config=config)
+    _WORKER_DATA["data"] = data
 
 
 def _fit_in_worker(job):
-    return _fit(_WORKER["data"], _WORKER["config"], **job)
-
-
-def _fit(data, config, latent_dim, steps=None, seed=None, classes=False, lam=0.0,
-         extra_train=None):
-    seed = config.seed if seed is None else seed
-    torch.manual_seed(seed)  # the initial weights depend on the seed alone
-    model = Autoencoder(AEConfig(latent_dim=latent_dim, width=config.width,
-                                 num_classes=len(data.class_names) if classes else 0))
-    recipe = TrainConfig(steps=steps or config.steps, batch_size=config.batch_size,
-                         lr=config.lr, weight_decay=config.weight_decay, lam=lam, seed=seed)
-    labels = {"train_y": data["train"].y, "val_y": data["val"].y} if classes else {}
-    start = time.perf_counter()
-    train_x = data["train"].x if extra_train is None else torch.cat([data["train"].x, extra_train])
-    history = train(model, train_x, data["val"].x, recipe, **labels)
-    return Fitted(model.cpu().eval(), history, time.perf_counter() - start)
+    return fit_job(_WORKER_DATA["data"], job)
 
 
 @dataclass
@@ -808,37 +661,54 @@ class Sweep:
 
 def latent_sweep(data, config, pca):
     """Train one model per latent size at half the run's budget, beside PCA with as many
-    components, and apply the size rule (`choose_size`) to the validation MSEs."""
+    components, and apply the size rule (`choose_size`) to the validation MSEs. Each row
+    also holds its test error relative to PCA's and how much the next size tried cuts the
+    validation error, the autoencoder's and PCA's (None for the largest size)."""
     x_val, x_test = data["val"].x, data["test"].x
     steps = config.sweep_steps()
-    jobs = [{"latent_dim": k, "steps": steps} for k in config.latent_dims]
-    models = dict(zip(config.latent_dims, fit_many(data, config, jobs)))
+    jobs = [Job(config.model(k), config.recipe(steps=steps)) for k in config.latent_dims]
+    models = dict(zip(config.latent_dims, fit_all(data, jobs)))
     rows = [{"latent_dim": k, "val_mse": min(f.history["val_mse"]),
              "test_mse": evaluate(f.model, x_test)["mse"],
              "pca_val_mse": pca.mse(x_val, k), "pca_test_mse": pca.mse(x_test, k),
              "best_epoch": f.history["best_epoch"] + 1, "epochs": len(f.history["val_mse"]),
              "seconds": f.seconds} for k, f in models.items()]
+    for row, bigger in zip(rows, rows[1:] + [None]):
+        row["ratio_to_pca"] = row["test_mse"] / row["pca_test_mse"]
+        row["next_val_gain"] = relative_drop(row["val_mse"], bigger and bigger["val_mse"])
+        row["next_pca_val_gain"] = relative_drop(row["pca_val_mse"],
+                                                 bigger and bigger["pca_val_mse"])
     rule_choice = choose_size(rows, config.min_gain)
     return Sweep(rows, models, steps, config.latent_dim or rule_choice, rule_choice)
+
+
+def relative_drop(before, after):
+    """How much a value fell, as a fraction of where it was (None without an after)."""
+    return None if after is None else (before - after) / before
 
 
 def train_at_budget(data, config, sweep):
     """Part 1's model: the chosen size at the run's budget, and once more at twice the
     budget to show what more steps would buy. Returns both and the budget check: the
-    best validation MSE at half the budget (the sweep), the budget and twice the budget."""
-    kept, doubled = fit_many(data, config, [
-        {"latent_dim": sweep.chosen, "steps": config.steps},
-        {"latent_dim": sweep.chosen, "steps": 2 * config.steps}])
+    best validation MSE at half the budget (the sweep), the budget and twice the budget,
+    and what each doubling gained."""
+    kept, doubled = fit_all(data, [Job(config.model(sweep.chosen), config.recipe()),
+                                   Job(config.model(sweep.chosen),
+                                       config.recipe(steps=2 * config.steps))])
     half = sweep.models.get(sweep.chosen)
     check = {"half_steps": sweep.steps,
              "half_val_mse": min(half.history["val_mse"]) if half else None,
              "steps": config.steps, "val_mse": min(kept.history["val_mse"]),
              "doubled_steps": 2 * config.steps, "doubled_val_mse": min(doubled.history["val_mse"])}
+    check["gain_to_budget"] = relative_drop(check["half_val_mse"], check["val_mse"]) \
+        if half else None
+    check["gain_to_doubled"] = relative_drop(check["val_mse"], check["doubled_val_mse"])
     return kept, doubled, check
 
 
 def seed_study(data, config, fitted1, fitted2):
-    """Test MSE of Part 1's and Part 2's model, and Part 2's accuracy, for every seed."""
+    """Test MSE of Part 1's and Part 2's model, and Part 2's accuracy, for every seed, and
+    the change from Part 1 to Part 2 averaged over seeds beside the spread between seeds."""
     start = time.perf_counter()
     x_test, y_test = data["test"].x, data["test"].y
     k = fitted1.model.config.latent_dim
@@ -846,10 +716,10 @@ def seed_study(data, config, fitted1, fitted2):
     first2 = evaluate(fitted2.model, x_test, y_test)
     runs |= {"part2": [first2["mse"]], "part2_accuracy": [first2["accuracy"]]}
     seeds = list(range(config.seed + 1, config.seed + config.n_seeds))
-    jobs = [{"latent_dim": k, "seed": seed, "classes": classes,
-             "lam": config.lam if classes else 0.0}
-            for seed in seeds for classes in (False, True)]
-    fitted = fit_many(data, config, jobs) if jobs else []
+    jobs = [job for seed in seeds for job in (
+        Job(config.model(k), config.recipe(seed=seed)),
+        Job(config.model(k, len(data.class_names)), config.recipe(seed=seed, lam=config.lam)))]
+    fitted = fit_all(data, jobs) if jobs else []
     for seed, m1, m2 in zip(seeds, fitted[0::2], fitted[1::2]):
         result2 = evaluate(m2.model, x_test, y_test)
         runs["seeds"].append(seed)
@@ -857,8 +727,11 @@ def seed_study(data, config, fitted1, fitted2):
         runs["part2"].append(result2["mse"])
         runs["part2_accuracy"].append(result2["accuracy"])
     spread = lambda v: float(torch.tensor(v).std()) if len(v) > 1 else None
-    runs["summary"] = {k: {"mean": sum(runs[k]) / len(runs[k]), "std": spread(runs[k])}
-                       for k in ("part1", "part2", "part2_accuracy")}
+    summary = {k: {"mean": sum(runs[k]) / len(runs[k]), "std": spread(runs[k])}
+               for k in ("part1", "part2", "part2_accuracy")}
+    summary["change"] = -relative_drop(summary["part1"]["mean"], summary["part2"]["mean"])
+    summary["largest_std"] = max(summary["part1"]["std"] or 0, summary["part2"]["std"] or 0)
+    runs["summary"] = summary
     runs["seconds"] = time.perf_counter() - start
     return runs
 
@@ -873,7 +746,7 @@ def choose_size(rows, min_gain):
 
 
 # ----------------------------------------------------------------------------------------
-# 5. Evaluation
+# 4. Evaluation
 # ----------------------------------------------------------------------------------------
 
 def mse_per_image(a, b):
@@ -956,8 +829,73 @@ def nearest_centroid_accuracy(z_train, y_train, z_test, y_test):
     return float(rule.score(z_test, y_test))
 
 
+def against_baseline(history, baseline):
+    """A learning curve against a baseline's validation MSE: the step where it first falls
+    below, the step from which it stays below, and at the epoch kept (1-based) its validation
+    MSE and the ratio of validation to training MSE."""
+    steps, val = history["steps"], history["val_mse"]
+    below = [s for s, v in zip(steps, val) if v < baseline]
+    last_above = max((s for s, v in zip(steps, val) if v >= baseline), default=0)
+    kept = history["best_epoch"]
+    return {"first_below": below[0] if below else None,
+            "stays_below_from": next((s for s in steps if s > last_above), None),
+            "kept_epoch": kept + 1, "epochs": len(val), "val_mse": val[kept],
+            "val_over_train": val[kept] / history["train_mse"][kept]}
+
+
+def compare_to_pca(per_image_mse, pca, k, split, seed):
+    """A model's errors on a split against PCA's with k components on the same images: each
+    mean with its interval, the interval of the mean difference, and the ratio of means."""
+    pca_errors = mse_per_image(pca.reconstruct(split.x, k), split.x)
+    model, baseline = (bootstrap(e, split.origin, seed) for e in (per_image_mse, pca_errors))
+    return {"model": model, "pca": baseline, "ratio": model["mean"] / baseline["mean"],
+            "difference": bootstrap(per_image_mse - pca_errors, split.origin, seed)}
+
+
+def loss_balance(history, lam):
+    """lambda x cross-entropy over MSE: on the training batches of the first epoch and of
+    the epoch kept, and on the validation images at the epoch kept."""
+    kept = history["best_epoch"]
+    ratio = lambda split, epoch: lam * history[f"{split}_ce"][epoch] / history[f"{split}_mse"][epoch]
+    return {"first": ratio("train", 0), "kept": ratio("train", kept),
+            "val_kept": ratio("val", kept)}
+
+
+def compare_parts(model1, model2, data, seed):
+    """Part 2's model (with a class head) against Part 1's on the test split.
+
+    Intervals resample unique test emoji: each part's MSE, the per-image change from Part 1
+    to Part 2, Part 2's accuracy, the majority class's and their difference. Also the MSE on
+    the original (not augmented) test emoji, the classification scores, each class's share
+    of the training emoji, and a nearest-centroid rule on each part's latent codes.
+    """
+    test = data["test"]
+    result1, result2 = evaluate(model1, test.x), evaluate(model2, test.x, test.y)
+    predicted = result2["logits"].argmax(1)
+    majority = int(data["train"].y.mode().values)
+    correct, is_majority = (predicted == test.y).double(), (test.y == majority).double()
+    interval = lambda values: bootstrap(values, test.origin, seed)
+    originals = to_float(test.originals)
+    codes = lambda model, name: evaluate(model, data[name].x)["z"]
+    centroid = lambda model: nearest_centroid_accuracy(codes(model, "train"), data["train"].y,
+                                                       codes(model, "test"), test.y)
+    return {"mse": {"part1": interval(result1["per_image_mse"]),
+                    "part2": interval(result2["per_image_mse"])},
+            "mse_change": interval(result2["per_image_mse"] - result1["per_image_mse"]),
+            "relative_change": result2["mse"] / result1["mse"] - 1,
+            "original_mse": {"part1": evaluate(model1, originals)["mse"],
+                             "part2": evaluate(model2, originals)["mse"]},
+            "accuracy": interval(correct), "majority_class": data.class_names[majority],
+            "majority_accuracy": interval(is_majority),
+            "accuracy_minus_majority": interval(correct - is_majority),
+            "scores": classification_scores(test.y, predicted, data.class_names),
+            "class_share": {name: float((data["train"].labels == k).double().mean())
+                            for k, name in enumerate(data.class_names)},
+            "nearest_centroid": {"part1": centroid(model1), "part2": centroid(model2)}}
+
+
 # ----------------------------------------------------------------------------------------
-# 6. Latent arithmetic
+# 5. Latent arithmetic
 # ----------------------------------------------------------------------------------------
 
 CAT_PAIRS = [  # (with the attribute, without it): the cat and the human version of a face
@@ -1049,10 +987,10 @@ def cats_for_training(data, pairs, fold, seed):
 def fit_fold_models(data, config, pairs, latent_dim):
     """One autoencoder per fold, at the run's recipe and budget, trained on the subset and
     the cat faces of the other folds: no model sees the cat face of a pair it is tested on."""
-    jobs = [{"latent_dim": latent_dim, "extra_train": cats_for_training(data, pairs, fold,
-                                                                        config.seed + f)}
+    jobs = [Job(config.model(latent_dim), config.recipe(),
+                cats_for_training(data, pairs, fold, config.seed + f))
             for f, fold in enumerate(pairs.folds())]
-    return fit_many(data, config, jobs)
+    return fit_all(data, jobs)
 
 
 class CatClassifier(nn.Module):
@@ -1159,7 +1097,9 @@ def held_out_analogies(models, classifiers, pairs, seed):
         "latent_cats": sum(p >= 0.5 for p in out["latent_p_cat"]),
         "pixel_cats": sum(p >= 0.5 for p in out["pixel_p_cat"]),
         "unchanged_cats": sum(p >= 0.5 for p in out["unchanged_p_cat"]),
-        "latent_identity": sum(out["latent_identity"]), "pixel_identity": sum(out["pixel_identity"])}
+        "latent_identity": sum(out["latent_identity"]), "pixel_identity": sum(out["pixel_identity"]),
+        "latent_sharpness": sharpness(out["latent_image"]),
+        "truth_sharpness": sharpness(pairs.with_images)}
     return out
 
 
@@ -1197,75 +1137,8 @@ def sharpness(images):
 
 
 # ----------------------------------------------------------------------------------------
-# 7. Report: claims, tables, figures
+# 6. Figures
 # ----------------------------------------------------------------------------------------
-
-class Report:
-    """Sentences of the answers, filled from the run, and the claims among them.
-
-    `fill` renders a template with named fields only. `claim` renders a sentence whose
-    truth depends on the run together with its condition, a Python expression over the
-    same fields; when the condition is false, a warning is shown right under it.
-    """
-
-    def __init__(self):
-        self.claims = []
-
-    def fill(self, template, **values):
-        return template.format(**values)
-
-    def claim(self, claim_id, text, condition, **values):
-        names = {"__builtins__": {f.__name__: f for f in (abs, all, any, len, max, min, sum)}}
-        holds = bool(eval(condition, names | values))  # noqa: S307 (our own fixed strings)
-        sentence = text.format(**values)
-        self.claims.append({"id": claim_id, "text": sentence, "condition": condition,
-                            "values": {k: jsonable(v) for k, v in values.items()},
-                            "holds": holds})
-        if holds:
-            return sentence
-        return (f"{sentence}\n\n> **Warning: this run contradicts the sentence above** "
-                f"(claim `{claim_id}`: `{condition}` is false).\n\n")
-
-    def show(self, *sentences):
-        """Display sentences as one paragraph of Markdown (a list item per '- ' start)."""
-        from IPython.display import Markdown, display
-
-        display(Markdown(" ".join(sentences).replace("\n ", "\n")))
-
-
-def jsonable(value):
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
-
-
-def table(rows, floatfmt=".4g", **columns):
-    """A Markdown table from a list of dicts (or a DataFrame), for display in the notebook."""
-    import pandas as pd
-    from IPython.display import Markdown
-
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
-    if columns:
-        frame = frame[list(columns)].rename(columns=columns)
-    return Markdown(frame.to_markdown(index=False, floatfmt=floatfmt))
-
-
-FIGURE_WIDTH_IN = 6.0    # the PDF prints figures at most this wide (0.9 of the text width)
-MIN_TEXT_PT = 7.0
-
-
-def smallest_printed_text(fig):
-    """The smallest font size (pt) of the figure's visible texts at the size it prints."""
-    from matplotlib.text import Text
-
-    fig.canvas.draw()
-    box = fig.get_tightbbox(fig.canvas.get_renderer())
-    scale = min(1.0, FIGURE_WIDTH_IN / box.width)
-    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
-    return (min(sizes) if sizes else MIN_TEXT_PT) * scale, box.width * scale
-
 
 def show_images(rows, row_titles=None, col_titles=None, size=1.0, title=None, fontsize=8):
     """A grid of images: `rows` is a list of lists (or tensors) of (3, H, W) images.
@@ -1318,189 +1191,3 @@ def worst_emoji(split, per_image_mse, count):
     per_emoji = torch.zeros(len(split.texts)).index_add_(0, split.origin, per_image_mse)
     per_emoji /= torch.bincount(split.origin, minlength=len(split.texts))
     return per_emoji.argsort(descending=True)[:count], per_emoji
-
-
-# ----------------------------------------------------------------------------------------
-# 8. Run folder: lock, staging, saving and loading
-# ----------------------------------------------------------------------------------------
-
-def atomic_write(path, write):
-    """Call write(tmp_path), then move the finished file onto `path` in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        write(str(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class Run:
-    """One notebook run into `run_dir`: it holds the folder's lock, writes every output
-    into a staging folder, and moves them into place only when `finish` is called at the
-    very end, so a failed or interrupted run leaves the previous outputs untouched."""
-
-    OUTPUTS = ("weights", "latents", "report")
-
-    def __init__(self, config):
-        self.config = config
-        self.dir = Path(config.run_dir).resolve()
-        self.id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.lock = self.dir / ".run.lock"
-        self._take_lock()
-        atexit.register(self.release)
-        for stale in list(self.dir.glob(".staging-*")) + list(self.dir.rglob(".*.tmp")):
-            remove_tree(stale)
-        self.staging = self.dir / f".staging-{self.id}"
-        self.staging.mkdir()
-        self.started = time.perf_counter()
-        self.device = pick_device()
-        self.figures = {}
-
-    def _take_lock(self):
-        for _ in range(2):
-            try:
-                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.write(fd, json.dumps({"pid": os.getpid(), "run": self.id}).encode())
-                os.close(fd)
-                return
-            except FileExistsError:
-                try:
-                    holder = json.loads(self.lock.read_text())
-                except (OSError, ValueError):
-                    holder = {"pid": -1}
-                if holder.get("pid", -1) > 0 and pid_alive(holder["pid"]):
-                    raise RuntimeError(
-                        f"run_dir {self.dir} is in use by another run (process "
-                        f"{holder['pid']}, run {holder.get('run')}). Wait for it to finish, "
-                        "or give this run another folder, e.g. -p run_dir runs/other.")
-                self.lock.unlink(missing_ok=True)  # its process is gone: a stale lock
-        raise RuntimeError(f"could not lock {self.lock}; remove it if no run is active.")
-
-    def release(self):
-        try:
-            holder = json.loads(self.lock.read_text())
-            if holder.get("run") == self.id:
-                self.lock.unlink()
-        except (OSError, ValueError):
-            pass
-
-    def path(self, relative):
-        return self.staging / relative
-
-    def save_model(self, relative, model, **extra):
-        """Save the state dict with the config that rebuilds the model and the run id."""
-        payload = {"config": asdict(model.config), "state_dict": model.state_dict(),
-                   "run_id": self.id, **extra}
-        return atomic_write(self.path(relative), lambda tmp: torch.save(payload, tmp))
-
-    def save_latents(self, relative, model, data):
-        """The latent code of every image of every split, with text, label and split."""
-        rows = {"z": [], "text": [], "label": [], "split": [], "origin": [], "run_id": self.id}
-        for name, split in data.splits.items():
-            rows["z"].append(evaluate(model, split.x)["z"])
-            rows["text"] += [split.texts[i] for i in split.origin]
-            rows["split"] += [name] * len(split.x)
-            rows["origin"].append(split.origin)
-            rows["label"].append(split.y)
-        for key in ("z", "origin", "label"):
-            rows[key] = torch.cat(rows[key])
-        return atomic_write(self.path(relative), lambda tmp: torch.save(rows, tmp))
-
-    def figure(self, fig, name):
-        """Save a figure (PNG, 150 dpi), record its smallest text size in print, and show
-        the saved file, so that the notebook and the PDF show exactly what was saved."""
-        import matplotlib.pyplot as plt
-        from IPython.display import Image, display
-
-        smallest, width = smallest_printed_text(fig)
-        self.figures[name] = {"smallest_text_pt": round(smallest, 2),
-                              "printed_width_in": round(width, 2)}
-        path = self.path(f"report/figures/{name}.png")
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150,
-                                                   bbox_inches="tight"))
-        plt.close(fig)
-        display(Image(filename=str(path)))
-
-    def finish(self, metrics):
-        """Write metrics.json, then move every staged output into run_dir and unlock."""
-        metrics = metrics | {"run": {"id": self.id, "date": time.strftime("%Y-%m-%d"),
-                                     "device": str(self.device)},
-                             "figures": self.figures, "provenance": provenance()}
-        metrics["runtime"] = metrics.get("runtime", {}) | {
-            "device": str(self.device), "cpu": torch.backends.cpu.get_cpu_capability(),
-            "seconds": time.perf_counter() - self.started}
-        atomic_write(self.path("report/metrics.json"),
-                     lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
-        moved = []
-        for path in sorted(p for p in self.staging.rglob("*") if p.is_file()):
-            target = self.dir / path.relative_to(self.staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-            moved.append(target)
-        remove_tree(self.staging)
-        self.release()
-        return moved
-
-
-def remove_tree(path):
-    import shutil
-
-    if Path(path).is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        Path(path).unlink(missing_ok=True)
-
-
-def load_model(path, expected_config=None, device="cpu"):
-    """Rebuild a model from a file written by `Run.save_model`; returns it and the payload."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist. Run the notebook "
-                                "(`make report`) to train and save the model.")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-        config = AEConfig(**payload["config"])
-    except Exception as error:
-        raise ValueError(f"weights file {path} is damaged or not ours "
-                         f"({type(error).__name__}). Delete it and re-run the notebook.") from error
-    if expected_config is not None and asdict(config) != asdict(expected_config):
-        raise ValueError(f"weights file {path} was made for {asdict(config)}, not for "
-                         f"{asdict(expected_config)}. Re-train, or use matching parameters.")
-    model = Autoencoder(config)
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), payload
-
-
-def notebook_code_sha256(notebook_path=NOTEBOOK):
-    """sha256 of the notebook's code cells (papermill's injected cell left out)."""
-    cells = json.loads(Path(notebook_path).read_text())["cells"]
-    code = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-            for c in cells if c["cell_type"] == "code"
-            and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
-    return hashlib.sha256("\n\n".join(code).encode("utf-8")).hexdigest()
-
-
-def provenance(notebook_path=NOTEBOOK):
-    """Hashes of the code that made a run, and the versions it ran with."""
-    import platform
-
-    return {"helpers_sha256": hashlib.sha256((REPO_ROOT / "helpers.py").read_bytes()).hexdigest(),
-            "notebook_code_sha256": notebook_code_sha256(notebook_path),
-            "torch": torch.__version__, "datasets": datasets.__version__,
-            "python": platform.python_version()}

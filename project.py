@@ -12,14 +12,16 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import nbformat
 from PIL import Image
 
 import helpers
+import runs
 
 MIRROR_PACKAGE = "emoji-datasource-apple@16.0.0"
 LABELS = ["1a", "1b", "1c", "1d", "1e", "1f", "1g", "2a", "2b", "2c", "2d", "2e",
           "3a", "3b", "3c"]
-DELIVERABLES = ["homework2.ipynb", "report/homework2.pdf", "helpers.py", "requirements.txt"]
+DELIVERABLES = ["homework2.ipynb", "report/homework2.pdf", "helpers.py", "runs.py", "requirements.txt"]
 
 
 def build_mirror(path=helpers.MIRROR_PATH):
@@ -48,7 +50,7 @@ def build_mirror(path=helpers.MIRROR_PATH):
             texts.append(entry["name"].lower())
     dataset = Dataset.from_dict({"image": images, "text": texts},
                                 features=helpers.hub_features())
-    helpers.atomic_write(path, lambda tmp: dataset.to_parquet(tmp))
+    runs.atomic_write(path, lambda tmp: dataset.to_parquet(tmp))
     return Path(path)
 
 
@@ -74,7 +76,7 @@ def submission_problems(root=helpers.REPO_ROOT):
     if not str(config.get("group_members", "")).strip():
         problems.append("group_members is empty: set it in the notebook's parameters cell "
                         "(or `make report PARAMS=\"-p group_members 'A. Name, B. Name'\"`).")
-    current = helpers.provenance(root / "homework2.ipynb")
+    current = runs.provenance(root / "homework2.ipynb")
     for key in ("helpers_sha256", "notebook_code_sha256"):
         if metrics.get("provenance", {}).get(key) != current[key]:
             problems.append(f"the outputs are older than the code ({key} changed since the "
@@ -85,8 +87,8 @@ def submission_problems(root=helpers.REPO_ROOT):
         found = (torch.load(path, weights_only=True).get("run_id") if path.is_file() else None)
         if found != run_id:
             problems.append(f"{name} comes from run {found}, metrics.json from run {run_id}.")
-    cells = json.loads((root / "homework2.ipynb").read_text())["cells"]
-    outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    cells = nbformat.read(str(root / "homework2.ipynb"), as_version=4).cells
+    outputs = [o for c in cells if c.cell_type == "code" for o in c.get("outputs", [])]
     if any(o["output_type"] == "error" for o in outputs):
         problems.append("the notebook holds an error: it did not run to the end.")
     if run_id is None or run_id not in json.dumps(outputs):
@@ -117,7 +119,7 @@ def make_submission(root=helpers.REPO_ROOT, zip_path=None):
             for f in DELIVERABLES:
                 archive.write(root / f, names.get(f, f))
 
-    helpers.atomic_write(zip_path, write)
+    runs.atomic_write(zip_path, write)
     print(f"Wrote {zip_path} with {', '.join(names.get(f, f) for f in DELIVERABLES)}")
     return zip_path
 

@@ -7,11 +7,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import helpers  # noqa: E402
+import runs  # noqa: E402
 
 
 def config(**changes):
     """The notebook's default configuration, with changes; the mirror as the source."""
-    return helpers.RunConfig.defaults(**({"source": "mirror"} | changes))
+    return runs.RunConfig.defaults(**({"source": "mirror"} | changes))
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +55,15 @@ def tiny_parquet(tmp_path):
         for text, colour in [("red face", "red"), ("blue face", "blue"), ("green cat", "green")]])
 
 
+def point_hub_at(monkeypatch, url):
+    """Send huggingface_hub to `url`, as HF_ENDPOINT does when set before the import."""
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", url)
+
+
 @pytest.fixture
 def offline_hub(monkeypatch):
     """Point the hub check at a closed local port, so it fails at once."""
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    point_hub_at(monkeypatch, "http://127.0.0.1:9")

@@ -1,5 +1,6 @@
 """The committed outputs: they exist, come from one full run of the committed code, hold
 every claim they make, and reproduce."""
+import ast
 import json
 import re
 import subprocess
@@ -9,6 +10,7 @@ import torch
 
 import helpers
 import project
+import runs
 from conftest import ROOT
 
 METRICS = ROOT / "report" / "metrics.json"
@@ -25,7 +27,7 @@ def metrics():
 @pytest.fixture(scope="module")
 def run_data(metrics):
     """The split the committed run used, rebuilt from its recorded configuration."""
-    config = helpers.RunConfig(**(metrics["config"] | {"run_dir": "runs/check", "quick": False}))
+    config = runs.RunConfig(**(metrics["config"] | {"run_dir": "runs/check", "quick": False}))
     dataset, _ = helpers.load_emoji_dataset(metrics["data"]["source"])
     return helpers.prepare_data(dataset, config)
 
@@ -60,7 +62,7 @@ def test_metrics_hold_every_reported_key(metrics):
     assert [r["latent_dim"] for r in metrics["part1"]["sweep"]] == metrics["config"]["latent_dims"]
     for key in ("steps", "val_mse", "doubled_steps", "doubled_val_mse"):
         assert key in metrics["part1"]["budget_check"]
-    assert set(metrics["config"]) == set(helpers.notebook_defaults())
+    assert set(metrics["config"]) == set(runs.notebook_defaults())
 
 
 def test_no_fold_model_trained_on_a_cat_face_it_is_judged_on(metrics):
@@ -81,7 +83,7 @@ def test_the_budget_is_counted_in_steps_and_checked_at_half_and_twice(metrics):
 
 def test_the_committed_run_is_a_full_run(metrics):
     assert metrics["config"]["quick"] is False
-    assert metrics["config"] == {**helpers.notebook_defaults(), "run_dir": ".",
+    assert metrics["config"] == {**runs.notebook_defaults(), "run_dir": ".",
                                  "source": metrics["config"]["source"]}
 
 
@@ -92,7 +94,7 @@ def test_every_committed_claim_holds(metrics):
 
 def test_committed_outputs_are_not_stale(metrics):
     """Fails when helpers.py or the notebook's code changed after the committed run."""
-    provenance = helpers.provenance(NOTEBOOK)
+    provenance = runs.provenance(NOTEBOOK)
     assert metrics["provenance"]["helpers_sha256"] == provenance["helpers_sha256"], \
         "helpers.py changed since the committed run: re-run `make report` and commit its outputs"
     assert metrics["provenance"]["notebook_code_sha256"] == provenance["notebook_code_sha256"], \
@@ -106,14 +108,14 @@ def test_weights_latents_notebook_and_pdf_come_from_one_run(metrics):
 
 
 def test_part1_weights_reproduce_the_reported_test_mse(metrics, run_data):
-    model, payload = helpers.load_model(ROOT / "weights" / "part1_autoencoder.pt")
+    model, payload = runs.load_model(ROOT / "weights" / "part1_autoencoder.pt")
     assert model.config.latent_dim == metrics["part1"]["latent_dim"]
     mse = helpers.evaluate(model, run_data["test"].x)["mse"]
     assert mse == pytest.approx(metrics["part1"]["test_mse"], rel=1e-4)
 
 
 def test_part2_weights_reproduce_the_reported_accuracy_and_mse(metrics, run_data):
-    model, payload = helpers.load_model(ROOT / "weights" / "part2_multitask.pt")
+    model, payload = runs.load_model(ROOT / "weights" / "part2_multitask.pt")
     result = helpers.evaluate(model, run_data["test"].x, run_data["test"].y)
     assert result["mse"] == pytest.approx(metrics["part2"]["test_mse"], rel=1e-4)
     assert result["accuracy"] == pytest.approx(metrics["part2"]["test_accuracy"], abs=1e-6)
@@ -170,4 +172,36 @@ def test_pdf_is_short_and_labelled_and_figures_are_readable(metrics):
         assert f"{label}." in text, label
     assert not re.search(r"\b1\.\d\.\d\s+1[a-g]\.", text), "LaTeX numbers in front of labels"
     for name, figure in metrics["figures"].items():
-        assert figure["smallest_text_pt"] >= helpers.MIN_TEXT_PT, name
+        assert figure["smallest_text_pt"] >= runs.MIN_TEXT_PT, name
+
+
+def names_of(source):
+    """The names a cell binds, and those it reads without binding them itself."""
+    bound, read = set(), set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            (read if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return bound, read - bound
+
+
+def test_hidden_cells_only_display(cells):
+    """Every number comes from a visible cell: no later cell reads a name that a hidden cell
+    (other than the setup cell) bound."""
+    from_hidden = {}
+    for index, cell in enumerate(cells):
+        tags = set(cell["metadata"].get("tags", []))
+        if cell["cell_type"] != "code" or tags & {"parameters", "injected-parameters"}:
+            continue
+        bound, read = names_of("".join(cell["source"]))
+        leaks = {name: from_hidden[name] for name in read if name in from_hidden}
+        assert not leaks, f"cell {index} reads names bound in hidden cells (name: cell) {leaks}"
+        hidden = tags & {"remove-input", "remove-cell"} and "setup" not in tags
+        for name in bound:
+            if hidden:
+                from_hidden[name] = index
+            else:
+                from_hidden.pop(name, None)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import helpers
-from conftest import config, write_parquet
+from conftest import config, point_hub_at, write_parquet
 
 
 def test_mirror_has_the_hubs_schema(mirror):
@@ -32,6 +32,18 @@ def test_auto_falls_back_to_mirror_quickly(offline_hub):
     dataset, used = helpers.load_emoji_dataset("auto")
     assert used == "mirror" and len(dataset) >= 1900
     assert time.perf_counter() - start < 10
+
+
+def test_auto_asks_the_hub_once_and_honours_offline_mode(monkeypatch, capsys):
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    real = helpers.hub_problem
+    monkeypatch.setattr(helpers, "hub_problem", lambda timeout: calls.append(timeout) or real(timeout))
+    dataset, used = helpers.load_emoji_dataset("auto")
+    assert used == "mirror" and len(calls) == 1
+    assert "OfflineModeIsEnabled" in capsys.readouterr().out
 
 
 def test_hub_unreachable_says_use_mirror(offline_hub):
@@ -263,7 +275,7 @@ def endpoint(monkeypatch):
             threading.Thread(target=server.serve_forever, daemon=True).start()
             servers.append(server)
             port = server.server_address[1]
-        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        point_hub_at(monkeypatch, f"http://127.0.0.1:{port}")
 
     yield start
     for server in servers:

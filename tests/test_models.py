@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import helpers
+import runs
 from conftest import config
 
 
@@ -38,31 +39,33 @@ def test_pca_with_all_components_is_exact_and_fewer_are_worse():
     assert pca.mse(x, 2) > 1e-3
 
 
-def test_latent_size_beyond_pca_rank_is_refused():
-    with pytest.raises(ValueError, match="latent size 11 is more than PCA can give"):
-        x = torch.rand(10, 3, 8, 8)
-        helpers.PCA(x).reconstruct(x, 11)
-
-
 def test_summary_is_torchinfo_layer_by_layer():
     text = str(helpers.summary(small_model()))
     for name in ("encoder", "decoder", "Total params"):
         assert name in text
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"image_size": 48}, "power of two"), ({"image_size": 8}, "power of two"),
-    ({"latent_dim": 0}, "latent_dim: 0"),
-])
-def test_bad_model_config(change, message):
-    with pytest.raises(ValueError, match=message):
-        helpers.AEConfig(**change)
+@pytest.mark.parametrize("image_size", [48, 8])
+def test_bad_image_size(image_size):
+    with pytest.raises(ValueError, match="power of two"):
+        helpers.AEConfig(latent_dim=8, width=4, image_size=image_size)
 
 
 def test_defaults_come_from_the_notebooks_parameters_cell():
-    defaults = helpers.notebook_defaults()
-    assert set(defaults) == {f.name for f in dataclasses.fields(helpers.RunConfig)}
+    defaults = runs.notebook_defaults()
+    assert set(defaults) == {f.name for f in dataclasses.fields(runs.RunConfig)}
     assert config().steps == defaults["steps"]
+
+
+def test_the_recipe_and_the_model_come_from_the_run_configuration_alone():
+    """TrainConfig and AEConfig have no defaults of their own for what the parameters set."""
+    for cls in (helpers.TrainConfig, helpers.AEConfig):
+        with pytest.raises(TypeError):
+            cls()
+    run = config(steps=10, batch_size=4, lr=1e-3, weight_decay=0.5, width=8, seed=3, lam=2.0)
+    assert run.recipe() == helpers.TrainConfig(steps=10, batch_size=4, lr=1e-3, weight_decay=0.5, seed=3)
+    assert run.recipe(steps=20, seed=4, lam=run.lam) == helpers.TrainConfig(20, 4, 1e-3, 0.5, 4, lam=2.0)
+    assert run.model(16, num_classes=3) == helpers.AEConfig(latent_dim=16, width=8, num_classes=3)
 
 
 @pytest.mark.parametrize("name, value, message", [
@@ -105,7 +108,7 @@ def test_quick_mode_never_writes_into_the_repository_root():
     with pytest.raises(ValueError, match="never replaces the committed results"):
         config(quick=True, run_dir=".")
     quick = config(quick=True, run_dir="runs/q", latent_dims=[64]).effective()
-    assert quick.latent_dims == [64] and quick.steps == helpers.QUICK_STEPS and quick.n_seeds == 2
+    assert quick.latent_dims == [64] and quick.steps == runs.QUICK_STEPS and quick.n_seeds == 2
 
 
 def tiny_run(seed, num_classes=0, lr=2e-3, steps=4):
@@ -113,7 +116,7 @@ def tiny_run(seed, num_classes=0, lr=2e-3, steps=4):
     x = torch.rand(24, 3, 16, 16)
     y = torch.arange(24) % 2
     model = small_model(num_classes=num_classes)
-    recipe = helpers.TrainConfig(steps=steps, batch_size=8, seed=seed, lam=0.1, lr=lr)
+    recipe = helpers.TrainConfig(steps=steps, batch_size=8, lr=lr, weight_decay=1e-2, seed=seed, lam=0.1)
     extra = {"train_y": y[:16], "val_y": y[16:]} if num_classes else {}
     history = helpers.train(model, x[:16], x[16:], recipe, device=torch.device("cpu"), **extra)
     return model, history
@@ -159,56 +162,89 @@ def run_config(tmp_path, **changes):
 
 
 def test_run_stages_outputs_and_moves_them_only_at_the_end(tmp_path):
-    run = helpers.Run(run_config(tmp_path))
+    run = runs.Run(run_config(tmp_path))
     model = small_model().eval()
     run.save_model("weights/m.pt", model, note="x")
     assert not (run.dir / "weights").exists()
     moved = run.finish({"config": {}})
     assert {p.name for p in moved} == {"m.pt", "metrics.json"}
-    rebuilt, payload = helpers.load_model(run.dir / "weights" / "m.pt")
+    rebuilt, payload = runs.load_model(run.dir / "weights" / "m.pt")
     x = torch.rand(3, 3, 16, 16)
     assert payload["note"] == "x" and payload["run_id"] == run.id
     assert torch.equal(rebuilt(x)[0], model(x)[0])
     metrics = json.loads((run.dir / "report" / "metrics.json").read_text())
-    assert metrics["run"]["id"] == run.id and not (run.dir / ".run.lock").exists()
+    assert metrics["run"]["id"] == run.id and metrics["provenance"] == runs.provenance()
+    runs.Run(run_config(tmp_path)).release()     # finish released the lock
 
 
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
-    first = helpers.Run(run_config(tmp_path))
+    first = runs.Run(run_config(tmp_path))
     with pytest.raises(RuntimeError, match="in use by another run"):
-        helpers.Run(run_config(tmp_path))
+        runs.Run(run_config(tmp_path))
     first.release()
-    helpers.Run(run_config(tmp_path)).release()
+    runs.Run(run_config(tmp_path)).release()
 
 
-def test_a_stale_lock_and_stale_temporary_files_are_cleared(tmp_path):
+def test_the_lock_dies_with_its_process(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, runs; from conftest import config; "
+                               f"run = runs.Run(config(run_dir={str(folder)!r})); print('held', flush=True); time.sleep(60)"],
+                              cwd=runs.helpers.REPO_ROOT / "tests", stdout=subprocess.PIPE, text=True,
+                              env={**__import__("os").environ, "PYTHONPATH": str(runs.helpers.REPO_ROOT)})
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RuntimeError, match="in use by another run"):
+        runs.Run(run_config(tmp_path))
+    holder.kill()
+    holder.wait()
+    runs.Run(run_config(tmp_path)).release()
+
+
+def test_only_the_debris_of_dead_runs_is_cleared(tmp_path):
+    import os
+
     folder = tmp_path / "run"
     (folder / "weights").mkdir(parents=True)
-    (folder / ".run.lock").write_text(json.dumps({"pid": 999_999_999, "run": "old"}))
-    (folder / "weights" / ".m.pt.123.tmp").write_bytes(b"half")
+    (folder / "notes").mkdir()
+    dead, alive = folder / "weights" / ".m.pt.999999999.tmp", folder / "weights" / f".m.pt.{os.getpid()}.tmp"
+    theirs = folder / "notes" / ".draft.999999999.tmp"
+    for path in (dead, alive, theirs):
+        path.write_bytes(b"half")
     (folder / ".staging-old").mkdir()
-    run = helpers.Run(run_config(tmp_path))
-    assert not list(folder.rglob("*.tmp")) and not (folder / ".staging-old").exists()
+    run = runs.Run(run_config(tmp_path))
+    assert not dead.exists() and alive.exists() and theirs.exists()
+    assert not (folder / ".staging-old").exists()
+    run.release()
+
+
+def test_a_run_whose_code_changed_meanwhile_does_not_finish(tmp_path, monkeypatch):
+    run = runs.Run(run_config(tmp_path))
+    monkeypatch.setattr(runs, "provenance", lambda: {**run.provenance, "helpers_sha256": "edited"})
+    with pytest.raises(RuntimeError, match="changed while this run was going"):
+        run.finish({"config": {}})
+    assert not (run.dir / "report").exists()
     run.release()
 
 
 def test_bad_weights_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="make report"):
-        helpers.load_model(tmp_path / "missing.pt")
-    run = helpers.Run(run_config(tmp_path))
+        runs.load_model(tmp_path / "missing.pt")
+    run = runs.Run(run_config(tmp_path))
     path = run.save_model("m.pt", small_model())
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match="damaged"):
-        helpers.load_model(truncated)
+        runs.load_model(truncated)
     other = helpers.AEConfig(latent_dim=16, width=4, image_size=16)
     with pytest.raises(ValueError, match="was made for"):
-        helpers.load_model(path, expected_config=other)
+        runs.load_model(path, expected_config=other)
     run.release()
 
 
 def test_interrupted_write_keeps_the_previous_file(tmp_path):
-    path = helpers.atomic_write(tmp_path / "metrics.json",
+    path = runs.atomic_write(tmp_path / "metrics.json",
                                 lambda tmp: open(tmp, "w").write('{"old": 1}'))
 
     def crash(tmp):
@@ -217,7 +253,7 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        helpers.atomic_write(path, crash)
+        runs.atomic_write(path, crash)
     assert json.loads(path.read_text()) == {"old": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
@@ -306,21 +342,23 @@ def test_nearest_centroid_refuses_a_class_without_training_codes():
 
 
 def test_a_claim_the_run_contradicts_shows_a_warning_and_is_recorded():
-    report = helpers.Report()
-    good = report.claim("wins", "Ours beats PCA ({r:.2f} times).", "r < 1", r=0.5)
-    bad = report.claim("loses", "Ours beats PCA ({r:.2f} times).", "r < 1", r=1.5)
+    report = runs.Report()
+    good = report.claim("wins", "Ours beats PCA ({r:.2f} times).", 0.5 < 1, r=0.5)
+    bad = report.claim("loses", "Ours beats PCA ({r:.2f} times).", 1.5 < 1, r=1.5)
     assert good == "Ours beats PCA (0.50 times)." and "Warning" not in good
-    assert "Warning: this run contradicts the sentence above" in bad and "r < 1" in bad
+    assert "Warning: this run contradicts the sentence above" in bad and "`loses`" in bad
     assert [c["holds"] for c in report.claims] == [True, False]
     assert report.claims[1]["values"] == {"r": 1.5}
+    with pytest.raises(TypeError, match="holds must be a boolean"):
+        report.claim("string", "Ours beats PCA.", "r < 1", r=0.5)
 
 
 def test_models_trained_side_by_side_equal_models_trained_alone(face_data):
-    """fit_many's processes do not change the numbers: one job alone, or two at once."""
+    """fit_all's processes do not change the numbers: one job alone, or two at once."""
     quick = config(steps=6, batch_size=64)
-    jobs = [{"latent_dim": 8, "seed": 1}, {"latent_dim": 8}]
-    together = helpers.fit_many(face_data, quick, jobs)
-    alone = helpers.fit_autoencoder(face_data, quick, 8)
+    jobs = [helpers.Job(quick.model(8), quick.recipe(seed=1)), helpers.Job(quick.model(8), quick.recipe())]
+    together = helpers.fit_all(face_data, jobs)
+    alone = helpers.fit(face_data, quick.model(8), quick.recipe())
     assert together[1].history["val_mse"] == alone.history["val_mse"]
     assert together[0].history["val_mse"] != alone.history["val_mse"]
 

@@ -1,0 +1,431 @@
+"""The bookkeeping of a notebook run, beside the method in helpers.py.
+
+  1. RunConfig: every notebook parameter, checked once, and the model configuration and
+     training recipe it hands out
+  2. Report: the answers' sentences whose truth depends on the run (claims), and Markdown
+  3. Run folder: one run at a time (a file lock), staging, atomic writes, weights and
+     latents, and the provenance of the numbers
+The notebook's hidden setup cell uses this module; its visible cells call only helpers.py.
+"""
+import ast
+import hashlib
+import json
+import math
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from filelock import FileLock, Timeout
+
+import helpers
+
+NOTEBOOK = helpers.REPO_ROOT / "homework2.ipynb"
+MAX_SEED = 2 ** 31 - 1 - 1000   # seed + small offsets must stay valid for numpy and torch
+QUICK_STEPS = 40                # optimizer steps per model in quick mode
+
+
+# ----------------------------------------------------------------------------------------
+# 1. Run configuration
+# ----------------------------------------------------------------------------------------
+
+def notebook_defaults(path=NOTEBOOK):
+    """The parameters cell of the notebook, as Python values (the single source of defaults)."""
+    import papermill
+
+    return {name: ast.literal_eval(spec["default"])
+            for name, spec in papermill.inspect_notebook(str(path)).items()}
+
+
+@dataclass
+class RunConfig:
+    """Every parameter of the notebook, checked on creation; quick mode is `effective()`."""
+    group_members: str
+    seed: int
+    source: str
+    keywords: list
+    exclude: list
+    whole_word: bool
+    class_words: dict
+    latent_dims: list
+    latent_dim: object
+    min_gain: float
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    width: int
+    lam: float
+    n_seeds: int
+    run_dir: str
+    quick: bool
+
+    @classmethod
+    def from_values(cls, values):
+        """Build from a mapping that holds (at least) every parameter, e.g. globals()."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+    @classmethod
+    def defaults(cls, **changes):
+        return cls(**(notebook_defaults() | changes))
+
+    def __post_init__(self):
+        for name in ("whole_word", "quick"):
+            setattr(self, name, as_bool(name, getattr(self, name)))
+        check_int("seed", self.seed, 0, MAX_SEED)
+        for name, low, high in (("steps", 2, 1_000_000), ("batch_size", 1, 4096),
+                                ("width", 1, 256), ("n_seeds", 1, 20)):
+            check_int(name, getattr(self, name), low, high)
+        check_number("lr", self.lr, 0, 1, "a learning rate above 1 makes AdamW diverge; "
+                     "the default is 5e-3", low_open=True)
+        check_number("weight_decay", self.weight_decay, 0, 1, "AdamW's decay, e.g. 1e-2")
+        check_number("lam", self.lam, 0, 100, "the weight of the cross-entropy, e.g. 0.01")
+        check_number("min_gain", self.min_gain, 0, 1, "a fraction, e.g. 0.1", low_open=True)
+        check_words("keywords", self.keywords, allow_empty=False)
+        check_words("exclude", self.exclude, allow_empty=True)
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError(f"source={self.source!r}: use one of: {', '.join(helpers.SOURCES)}.")
+        if not isinstance(self.group_members, str):
+            raise ValueError(f"group_members={self.group_members!r}: give the names as one "
+                             "string, e.g. -p group_members 'Ada Lovelace, Alan Turing'.")
+        check_class_words(self.class_words)
+        if not isinstance(self.latent_dims, list) or not self.latent_dims:
+            raise ValueError(f"latent_dims={self.latent_dims!r}: the sweep needs a list of at "
+                             "least one latent size, e.g. [16, 32, 64, 128, 256, 512].")
+        rank = helpers.SPLIT_TARGETS["train"] - 1
+        for value in self.latent_dims:
+            check_int("latent_dims", value, 1, rank, "PCA of 600 training images has at most "
+                      f"{rank} directions")
+        self.latent_dims = sorted(set(self.latent_dims))
+        if self.latent_dim is not None:
+            check_int("latent_dim", self.latent_dim, 1, rank,
+                      "or None to let the sweep choose")
+        if not isinstance(self.run_dir, str) or not self.run_dir.strip():
+            raise ValueError(f"run_dir={self.run_dir!r}: give a folder, e.g. runs/mine.")
+        if self.quick and Path(self.run_dir).resolve() == helpers.REPO_ROOT:
+            raise ValueError(
+                f"quick=True with run_dir={self.run_dir!r}: a quick run never replaces the "
+                "committed results in the repository root. Give another folder, "
+                "e.g. -p run_dir runs/quick.")
+
+    def effective(self):
+        """The configuration that runs: quick mode keeps 2 latent sizes, 40 steps, 2 seeds."""
+        if not self.quick:
+            return self
+        dims = sorted({self.latent_dims[0], self.latent_dims[-1]})
+        return replace(self, latent_dims=dims, steps=QUICK_STEPS, n_seeds=2)
+
+    def sweep_steps(self):
+        """The latent-size sweep trains every size at half the budget."""
+        return self.steps // 2
+
+    def model(self, latent_dim, num_classes=0):
+        """The architecture of one autoencoder of this run."""
+        return helpers.AEConfig(latent_dim=latent_dim, width=self.width, num_classes=num_classes)
+
+    def recipe(self, steps=None, seed=None, lam=0.0):
+        """The training recipe of this run: its budget and seed unless told otherwise."""
+        return helpers.TrainConfig(steps=steps or self.steps, batch_size=self.batch_size,
+                                   lr=self.lr, weight_decay=self.weight_decay, lam=lam,
+                                   seed=self.seed if seed is None else seed)
+
+
+def as_bool(name, value):
+    """True/False, also from papermill's strings 'true' and 'false' (any case)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"{name}={value!r}: must be True or False.")
+
+
+def check_int(name, value, low, high, note=""):
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name}: {value!r} is not an integer from {low} to {high}"
+                         + (f" ({note})." if note else "."))
+
+
+def check_number(name, value, low, high, note, low_open=False):
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and (low < value if low_open else low <= value)
+          and value <= high)
+    if not ok:
+        bound = f"{'above' if low_open else 'at least'} {low} and at most {high}"
+        raise ValueError(f"{name}={value!r}: must be a finite number {bound} ({note}).")
+
+
+def check_words(name, words, allow_empty):
+    ok = isinstance(words, list) and all(isinstance(w, str) and w.strip() for w in words)
+    if not ok or (not words and not allow_empty):
+        raise ValueError(f"{name}={words!r}: give a list of words, e.g. ['face'].")
+
+
+def check_class_words(class_words):
+    example = "e.g. {'happy': ['smil', 'grin'], 'unhappy': ['cry'], 'neutral': []}"
+    if not isinstance(class_words, dict) or len(class_words) < 2:
+        raise ValueError(f"class_words={class_words!r}: give at least two classes, {example}.")
+    for k, (name, words) in enumerate(class_words.items()):
+        last = k == len(class_words) - 1
+        if not isinstance(name, str) or not isinstance(words, list) or (
+                not words and not last) or not all(isinstance(w, str) and w for w in words):
+            raise ValueError(f"class_words[{name!r}]={words!r}: each class needs a list of "
+                             f"words; only the last may be empty (it takes the rest), {example}.")
+
+
+# ----------------------------------------------------------------------------------------
+# 2. Report: claims and Markdown
+# ----------------------------------------------------------------------------------------
+
+class Report:
+    """The claims of the answers: sentences whose truth depends on the run.
+
+    `claim` renders a sentence (named fields only) and records it with `holds`, a boolean the
+    notebook computed from the run; when it is false, a warning is shown right under it.
+    """
+
+    def __init__(self):
+        self.claims = []
+
+    def claim(self, claim_id, sentence, holds, **values):
+        if not isinstance(holds, (bool, np.bool_)):
+            raise TypeError(f"claim {claim_id!r}: holds must be a boolean, not {holds!r}.")
+        holds = bool(holds)
+        text = sentence.format(**values)
+        self.claims.append({"id": claim_id, "text": text, "holds": holds,
+                            "values": {k: jsonable(v) for k, v in values.items()}})
+        if holds:
+            return text
+        return (f"{text}\n\n> **Warning: this run contradicts the sentence above** "
+                f"(claim `{claim_id}`).\n\n")
+
+    def show(self, *sentences):
+        """Display sentences as one paragraph of Markdown."""
+        show_markdown(" ".join(s for s in sentences if s))
+
+    def bullets(self, *items):
+        """Display items as a Markdown list."""
+        show_markdown("\n".join(f"- {item}" for item in items if item))
+
+
+def show_markdown(text):
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
+
+
+def jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    return value
+
+
+def table(rows, floatfmt=".4g", **columns):
+    """A Markdown table from a list of dicts (or a DataFrame), for display in the notebook."""
+    import pandas as pd
+    from IPython.display import Markdown
+
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    if columns:
+        frame = frame[list(columns)].rename(columns=columns)
+    return Markdown(frame.to_markdown(index=False, floatfmt=floatfmt))
+
+
+FIGURE_WIDTH_IN = 6.0    # the PDF prints figures at most this wide (0.9 of the text width)
+MIN_TEXT_PT = 7.0
+
+
+def smallest_printed_text(fig):
+    """The smallest font size (pt) of the figure's visible texts at the size it prints."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    scale = min(1.0, FIGURE_WIDTH_IN / box.width)
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+    return (min(sizes) if sizes else MIN_TEXT_PT) * scale, box.width * scale
+
+
+# ----------------------------------------------------------------------------------------
+# 3. Run folder: lock, staging, saving and loading, provenance
+# ----------------------------------------------------------------------------------------
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then move the finished file onto `path` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        write(str(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Run:
+    """One notebook run into `run_dir`: it holds the folder's lock for the whole run, writes
+    every output into a staging folder, and moves them into place only when `finish` is
+    called at the very end, so a failed or interrupted run leaves the previous outputs
+    untouched. The code's provenance is taken at the start and checked at the end."""
+
+    OUTPUTS = ("weights", "latents", "report", "report/figures")
+
+    def __init__(self, config):
+        self.config = config
+        self.dir = Path(config.run_dir).resolve()
+        self.id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(self.dir / ".run.lock")
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            raise RuntimeError(
+                f"run_dir {self.dir} is in use by another run. Wait for it to finish, or give "
+                "this run another folder, e.g. -p run_dir runs/other.") from None
+        self.provenance = provenance()
+        self._remove_debris()
+        self.staging = self.dir / f".staging-{self.id}"
+        self.staging.mkdir()
+        self.started = time.perf_counter()
+        self.device = helpers.pick_device()
+        self.figures = {}
+
+    def _remove_debris(self):
+        """Staging folders of earlier runs (no run holds the lock) and temporary files of
+        processes that are gone, in the folders a run writes to."""
+        for stale in self.dir.glob(".staging-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for folder in (self.dir, *(self.dir / name for name in self.OUTPUTS)):
+            for tmp in folder.glob(".*.*.tmp"):
+                pid = tmp.name.rsplit(".", 2)[-2]
+                if tmp.is_file() and pid.isdigit() and not pid_alive(int(pid)):
+                    tmp.unlink(missing_ok=True)
+
+    def release(self):
+        self.lock.release()
+
+    def path(self, relative):
+        return self.staging / relative
+
+    def save_model(self, relative, model, **extra):
+        """Save the state dict with the config that rebuilds the model and the run id."""
+        payload = {"config": asdict(model.config), "state_dict": model.state_dict(),
+                   "run_id": self.id, **extra}
+        return atomic_write(self.path(relative), lambda tmp: torch.save(payload, tmp))
+
+    def save_latents(self, relative, model, data):
+        """The latent code of every image of every split, with text, label and split."""
+        rows = {"z": [], "text": [], "label": [], "split": [], "origin": [], "run_id": self.id}
+        for name, split in data.splits.items():
+            rows["z"].append(helpers.evaluate(model, split.x)["z"])
+            rows["text"] += [split.texts[i] for i in split.origin]
+            rows["split"] += [name] * len(split.x)
+            rows["origin"].append(split.origin)
+            rows["label"].append(split.y)
+        for key in ("z", "origin", "label"):
+            rows[key] = torch.cat(rows[key])
+        return atomic_write(self.path(relative), lambda tmp: torch.save(rows, tmp))
+
+    def figure(self, fig, name):
+        """Save a figure (PNG, 150 dpi), record its smallest text size in print, and show
+        the saved file, so that the notebook and the PDF show exactly what was saved."""
+        import matplotlib.pyplot as plt
+        from IPython.display import Image, display
+
+        smallest, width = smallest_printed_text(fig)
+        self.figures[name] = {"smallest_text_pt": round(smallest, 2),
+                              "printed_width_in": round(width, 2)}
+        path = self.path(f"report/figures/{name}.png")
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=150,
+                                                   bbox_inches="tight"))
+        plt.close(fig)
+        display(Image(filename=str(path)))
+
+    def finish(self, metrics):
+        """Write metrics.json, then move every staged output into run_dir and unlock.
+
+        Stops, leaving the previous outputs in place, when the method's code changed on disk
+        while the run was going."""
+        if provenance() != self.provenance:
+            raise RuntimeError(
+                "helpers.py or the notebook's code changed while this run was going, so its "
+                "numbers may come from either version; nothing was moved into "
+                f"{self.dir}. Run the notebook again.")
+        metrics = metrics | {"run": {"id": self.id, "date": time.strftime("%Y-%m-%d"),
+                                     "device": str(self.device)},
+                             "figures": self.figures, "provenance": self.provenance}
+        metrics["runtime"] = metrics.get("runtime", {}) | {
+            "device": str(self.device), "cpu": torch.backends.cpu.get_cpu_capability(),
+            "seconds": time.perf_counter() - self.started}
+        atomic_write(self.path("report/metrics.json"),
+                     lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+        moved = []
+        for path in sorted(p for p in self.staging.rglob("*") if p.is_file()):
+            target = self.dir / path.relative_to(self.staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            moved.append(target)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.release()
+        return moved
+
+
+def load_model(path, expected_config=None, device="cpu"):
+    """Rebuild a model from a file written by `Run.save_model`; returns it and the payload."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist. Run the notebook "
+                                "(`make report`) to train and save the model.")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+        config = helpers.AEConfig(**payload["config"])
+    except Exception as error:
+        raise ValueError(f"weights file {path} is damaged or not ours "
+                         f"({type(error).__name__}). Delete it and re-run the notebook.") from error
+    if expected_config is not None and asdict(config) != asdict(expected_config):
+        raise ValueError(f"weights file {path} was made for {asdict(config)}, not for "
+                         f"{asdict(expected_config)}. Re-train, or use matching parameters.")
+    model = helpers.Autoencoder(config)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), payload
+
+
+def notebook_code_sha256(notebook_path=NOTEBOOK):
+    """sha256 of the notebook's code cells (papermill's injected cell left out)."""
+    import nbformat
+
+    cells = nbformat.read(str(notebook_path), as_version=4).cells
+    code = [c.source for c in cells if c.cell_type == "code"
+            and "injected-parameters" not in c.metadata.get("tags", [])]
+    return hashlib.sha256("\n\n".join(code).encode("utf-8")).hexdigest()
+
+
+def provenance(notebook_path=NOTEBOOK):
+    """Hashes of the code that makes a run's numbers (the method and the notebook's cells;
+    not this bookkeeping), and the versions it ran with."""
+    import platform
+
+    import datasets
+
+    method = (helpers.REPO_ROOT / "helpers.py").read_bytes()
+    return {"helpers_sha256": hashlib.sha256(method).hexdigest(), "notebook_code_sha256": notebook_code_sha256(notebook_path),
+            "torch": torch.__version__, "datasets": datasets.__version__,
+            "python": platform.python_version()}
