@@ -46,8 +46,12 @@ $(MIRROR): | $(STAMP) system
 # The main job: re-execute the notebook end to end, then render the PDF. The notebook moves
 # its outputs into RUN_DIR only at its very end, and the executed notebook replaces
 # $(OUT_NB) only when papermill succeeded.
-# Another output folder: make report RUN_DIR=runs/mine PARAMS="-p latent_dim 64"
+# Another output folder: make report RUN_DIR=runs/mine PARAMS="-p latent_dim 64". RUN_DIR is
+# the only way to name it: a run_dir inside PARAMS is refused.
 report: setup data
+	@case "$(PARAMS)" in *run_dir*) \
+		echo "PARAMS sets run_dir: give the output folder as RUN_DIR=... instead, so the executed"; \
+		echo "notebook and the PDF go to the same folder as the outputs."; exit 2;; esac
 	mkdir -p "$(RUN_DIR)"
 	$(PY) -m papermill homework2.ipynb "$(RUN_NB)" -p run_dir "$(RUN_DIR)" $(PARAMS) \
 		--cwd "$(CURDIR)" --log-level WARNING --no-progress-bar

@@ -19,6 +19,8 @@ import io
 import math
 import os
 import re
+import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ MIRROR_PATH = DATA_DIR / "emoji_mirror.parquet"
 HUB_DATASET = "valhalla/emoji-dataset"
 SOURCES = ("auto", "hub", "mirror", "a path to a .parquet file")
 SPLIT_TARGETS = {"train": 600, "val": 200, "test": 200}
+SOURCE_SHA256 = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()  # the code imported
 
 
 # ----------------------------------------------------------------------------------------
@@ -121,8 +124,9 @@ def _load_parquet(path, what):
         rows = None
     if rows == 0:
         raise ValueError(f"{what} has no rows. Point source at a file with emoji.")
-    try:
-        return Dataset.from_parquet(str(path))
+    try:  # a fresh cache: the datasets cache knows a file by path and time, not by content
+        with tempfile.TemporaryDirectory() as cache:
+            return Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True)
     except Exception as error:  # pyarrow raises several types for a damaged file
         raise ValueError(
             f"{what}: {path} could not be read as parquet ({type(error).__name__}). "
@@ -156,6 +160,10 @@ def select_subset(texts, keywords, exclude=(), whole_word=True):
             dropped[hit] += 1
         else:
             chosen.append(i)
+    if not chosen and not any(isinstance(t, str) for t in texts):
+        kinds = sorted({type(t).__name__ for t in texts})
+        raise ValueError(f"The text column holds no strings (only {', '.join(kinds)}), so no "
+                         "keyword can match. Store the emoji names as UTF-8 strings.")
     if not chosen:
         common = Counter(w for t in texts if isinstance(t, str) for w in t.lower().split())
         hint = ", ".join(w for w, _ in common.most_common(12))
@@ -167,39 +175,61 @@ def select_subset(texts, keywords, exclude=(), whole_word=True):
 
 
 def to_rgb(picture):
-    """An RGB copy of a PIL image: transparent parts on white, 16-bit channels scaled to 8."""
-    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
-        scale = 257 if picture.mode.startswith("I;16") else 65535 / 255
-        gray = np.asarray(picture, dtype=np.float64) / scale
+    """An RGB copy of a PIL image: transparent parts on white, 16-bit channels scaled to 8,
+    float pixels (mode F) read as 0-1 when none exceeds 1, else as 0-255."""
+    if picture.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        gray = np.asarray(picture, dtype=np.float64)
+        if picture.mode == "F":
+            gray = gray * 255 if gray.max(initial=0) <= 1 else gray
+        else:
+            gray = gray / (257 if picture.mode.startswith("I;16") else 65535 / 255)
         picture = Image.fromarray(gray.clip(0, 255).round().astype(np.uint8), "L")
     white = Image.new("RGBA", picture.size, "white")
     return Image.alpha_composite(white, picture.convert("RGBA")).convert("RGB")
 
 
+def to_square(picture):
+    """Centre a picture that is not square on a white square, so resizing keeps its shape."""
+    side = max(picture.size)
+    square = Image.new("RGB", (side, side), "white")
+    square.paste(picture, ((side - picture.width) // 2, (side - picture.height) // 2))
+    return square
+
+
 def decode_images(dataset, indices, image_size=64):
     """Decode rows to uint8 tensors (N, 3, size, size), RGB on white.
 
-    Rows whose image cannot be decoded or whose text is not a string are skipped; returns
-    the images, their texts (lowercase) and the number skipped.
+    Rows whose image cannot be decoded (broken, or so large that PIL refuses it as a
+    decompression bomb) or whose text is not a string are skipped; a picture that is not
+    square is centred on white first (a note says how many). Returns the images, their texts
+    (lowercase) and the number skipped.
     """
     from datasets import Image as ImageFeature
 
     raw = dataset.cast_column("image", ImageFeature(decode=False))
-    images, texts, skipped = [], [], 0
+    images, texts, skipped, not_square = [], [], 0, []
     for i in indices:
         row = raw[int(i)]
         try:
             picture = Image.open(io.BytesIO(row["image"]["bytes"]))
             picture.load()
-            picture = to_rgb(picture).resize((image_size, image_size), Image.LANCZOS)
-        except (UnidentifiedImageError, OSError, TypeError, ValueError, KeyError):
+            picture = to_rgb(picture)
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, TypeError,
+                ValueError, KeyError):
             skipped += 1
             continue
         if not isinstance(row["text"], str):
             skipped += 1
             continue
+        if picture.width != picture.height:
+            not_square.append(f"{row['text']!r} ({picture.width}x{picture.height})")
+            picture = to_square(picture)
+        picture = picture.resize((image_size, image_size), Image.LANCZOS)
         images.append(torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1))
         texts.append(row["text"].lower())
+    if not_square:
+        print(f"Note: {len(not_square)} image(s) are not square, e.g. {not_square[0]}; each was "
+              f"centred on a white square before resizing to {image_size}x{image_size}.")
     if not images:
         raise ValueError(f"None of the {len(indices)} selected rows could be decoded "
                          "(their images are broken or their texts are not strings).")
@@ -619,8 +649,8 @@ def fit_all(data, jobs):
     from multiprocessing import get_context
 
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                             initializer=_start_worker, initargs=(data,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
+                             initargs=(data, SOURCE_SHA256, os.getpid())) as pool:
         return list(pool.map(_fit_in_worker, jobs))
 
 
@@ -640,12 +670,24 @@ def fit_job(data, job):
 _WORKER_DATA = {}
 
 
-def _start_worker(data):
+def _start_worker(data, parent_source_sha256, parent):
+    """A training process: one thread, the parent's data, and a watch that ends it when the
+    parent is gone."""
     torch.set_num_threads(1)
-    _WORKER_DATA["data"] = data
+    _WORKER_DATA.update(data=data, parent_source_sha256=parent_source_sha256)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent, every=1.0):
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _fit_in_worker(job):
+    if SOURCE_SHA256 != _WORKER_DATA["parent_source_sha256"]:
+        raise RuntimeError("helpers.py changed on disk since the notebook imported it, so a "
+                           "training process would run other code. Run the notebook again.")
     return fit_job(_WORKER_DATA["data"], job)
 
 
@@ -1143,7 +1185,8 @@ def sharpness(images):
 def show_images(rows, row_titles=None, col_titles=None, size=1.0, title=None, fontsize=8):
     """A grid of images: `rows` is a list of lists (or tensors) of (3, H, W) images.
 
-    Each cell is `size` inches square; the figure grows to fit the column titles' lines."""
+    Each cell is `size` inches square; the figure grows to fit the column titles' lines.
+    Titles print as written (see `figure_text`)."""
     import matplotlib.pyplot as plt
 
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
@@ -1162,15 +1205,20 @@ def show_images(rows, row_titles=None, col_titles=None, size=1.0, title=None, fo
                 image = image / 255 if image.max() > 1 else image
                 ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
             if col_titles and r == 0 and c < len(col_titles):
-                ax.set_title(col_titles[c], fontsize=fontsize)
+                ax.set_title(figure_text(col_titles[c]), fontsize=fontsize)
         if row_titles:
-            axes[r, 0].set_ylabel(row_titles[r], fontsize=fontsize)
+            axes[r, 0].set_ylabel(figure_text(row_titles[r]), fontsize=fontsize)
     top = 1.0
     if title:
-        fig.suptitle(title, fontsize=fontsize + 0.5)
+        fig.suptitle(figure_text(title), fontsize=fontsize + 0.5)
         top = 1 - 2 * text_in / height
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, top))
     return fig
+
+
+def figure_text(text):
+    """Text for a matplotlib title: a '$' in an emoji or class name prints as it is."""
+    return text.replace("$", r"\$")
 
 
 def wrap(text, width=14):

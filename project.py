@@ -68,7 +68,20 @@ def submission_problems(root=helpers.REPO_ROOT):
     if missing:
         return [f"missing: {', '.join(missing)}. Run `make report` first."]
     problems = []
-    metrics = json.loads((root / "report/metrics.json").read_text())
+
+    def read(name, load):
+        """The loaded file, or None with a one-line problem when it is damaged."""
+        try:
+            return load(root / name)
+        except Exception as error:  # torch, json and nbformat raise many types for bad files
+            problems.append(f"{name} is damaged or unreadable ({type(error).__name__}). "
+                            "Run `make report` again.")
+            return None
+
+    metrics = read("report/metrics.json", lambda p: json.loads(p.read_text()))
+    notebook = read("homework2.ipynb", lambda p: nbformat.read(str(p), as_version=4))
+    if metrics is None or notebook is None:
+        return problems
     run_id = metrics.get("run", {}).get("id")
     config = metrics.get("config", {})
     if config.get("quick"):
@@ -77,18 +90,26 @@ def submission_problems(root=helpers.REPO_ROOT):
         problems.append("group_members is empty: set it in the notebook's parameters cell "
                         "(or `make report PARAMS=\"-p group_members 'A. Name, B. Name'\"`).")
     current = runs.provenance(root / "homework2.ipynb")
-    for key in ("helpers_sha256", "notebook_code_sha256"):
+    for key, what in (("helpers_sha256", "helpers.py"), ("notebook_code_sha256", "the notebook's code"),
+                      ("notebook_markdown_sha256", "the notebook's text"),
+                      ("requirements_sha256", "requirements.txt")):
         if metrics.get("provenance", {}).get(key) != current[key]:
-            problems.append(f"the outputs are older than the code ({key} changed since the "
-                            "run). Run `make report` again.")
+            problems.append(f"{what} changed since the run, so the PDF and the outputs no longer "
+                            "match it. Run `make report` again.")
     for name in ("weights/part1_autoencoder.pt", "weights/part2_multitask.pt",
                  "latents/part1_latents.pt", "latents/part2_latents.pt"):
-        path = root / name
-        found = (torch.load(path, weights_only=True).get("run_id") if path.is_file() else None)
-        if found != run_id:
+        payload = read(name, lambda p: torch.load(p, weights_only=True)) if (root / name).is_file() else {}
+        found = payload.get("run_id") if isinstance(payload, dict) else None
+        if payload is not None and found != run_id:
             problems.append(f"{name} comes from run {found}, metrics.json from run {run_id}.")
-    cells = nbformat.read(str(root / "homework2.ipynb"), as_version=4).cells
-    outputs = [o for c in cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    listed = set(metrics.get("outputs", []))
+    present = {str(p.relative_to(root)) for folder in runs.Run.FOLDERS
+               for p in (root / folder).rglob("*") if p.is_file()} | {runs.Run.METRICS}
+    if listed != present:
+        problems.append(f"the output folders do not hold exactly the files of run {run_id} "
+                        f"(not made by it: {sorted(present - listed)}; missing: "
+                        f"{sorted(listed - present)}). Run `make report` again.")
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     if any(o["output_type"] == "error" for o in outputs):
         problems.append("the notebook holds an error: it did not run to the end.")
     if run_id is None or run_id not in json.dumps(outputs):

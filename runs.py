@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import time
@@ -25,6 +26,7 @@ from filelock import FileLock, Timeout
 import helpers
 
 NOTEBOOK = helpers.REPO_ROOT / "homework2.ipynb"
+OUTSIDE_REPO_OVERRIDE = "ALLOW_RUN_DIR_OUTSIDE_REPO"   # set to 1 to write a run elsewhere
 MAX_SEED = 2 ** 31 - 1 - 1000   # seed + small offsets must stay valid for numpy and torch
 QUICK_STEPS = 40                # optimizer steps per model in quick mode
 
@@ -106,6 +108,16 @@ class RunConfig:
                       "or None to let the sweep choose")
         if not isinstance(self.run_dir, str) or not self.run_dir.strip():
             raise ValueError(f"run_dir={self.run_dir!r}: give a folder, e.g. runs/mine.")
+        folder = Path(self.run_dir).expanduser().resolve()
+        if not folder.is_relative_to(helpers.REPO_ROOT) and os.environ.get(
+                OUTSIDE_REPO_OVERRIDE) != "1":
+            raise ValueError(
+                f"run_dir={self.run_dir!r} is outside the repository ({folder}). Give a folder "
+                f"inside it, e.g. -p run_dir runs/mine, or set {OUTSIDE_REPO_OVERRIDE}=1 to write "
+                "there on purpose.")
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"run_dir={self.run_dir!r} is a file, not a folder. Give a folder, "
+                             "e.g. -p run_dir runs/mine.")
         if self.quick and Path(self.run_dir).resolve() == helpers.REPO_ROOT:
             raise ValueError(
                 f"quick=True with run_dir={self.run_dir!r}: a quick run never replaces the "
@@ -162,6 +174,10 @@ def check_words(name, words, allow_empty):
     ok = isinstance(words, list) and all(isinstance(w, str) and w.strip() for w in words)
     if not ok or (not words and not allow_empty):
         raise ValueError(f"{name}={words!r}: give a list of words, e.g. ['face'].")
+    padded = [w for w in words if w != w.strip()]
+    if padded:
+        raise ValueError(f"{name}: {padded[0]!r} has spaces around it, so it would only match "
+                         f"with them; write {padded[0].strip()!r}.")
 
 
 def check_class_words(class_words):
@@ -211,10 +227,31 @@ class Report:
         show_markdown("\n".join(f"- {item}" for item in items if item))
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|$~^@&])")
+
+
+def plain(text):
+    """User or data text (names, words, paths) escaped so that Markdown, pandoc and LaTeX
+    print it as it is: no emphasis, math, raw LaTeX or HTML from it."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
 def show_markdown(text):
     from IPython.display import Markdown, display
 
     display(Markdown(text))
+
+
+def strict_json(value):
+    """The value with every NaN or infinity replaced by None, so that json.dumps writes
+    strict JSON (null) that any parser reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def jsonable(value):
@@ -233,6 +270,7 @@ def table(rows, floatfmt=".4g", **columns):
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     if columns:
         frame = frame[list(columns)].rename(columns=columns)
+    frame = frame.map(lambda v: plain(v) if isinstance(v, str) else v)
     return Markdown(frame.to_markdown(index=False, floatfmt=floatfmt))
 
 
@@ -286,22 +324,33 @@ class Run:
     called at the very end, so a failed or interrupted run leaves the previous outputs
     untouched. The code's provenance is taken at the start and checked at the end."""
 
-    OUTPUTS = ("weights", "latents", "report", "report/figures")
+    FOLDERS = ("weights", "latents", "report/figures")   # wholly the run's: swapped whole
+    METRICS = "report/metrics.json"                      # moved last: the completion marker
 
     def __init__(self, config):
         self.config = config
-        self.dir = Path(config.run_dir).resolve()
+        self.dir = Path(config.run_dir).expanduser().resolve()
         self.id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.lock = FileLock(self.dir / ".run.lock")
         try:
+            self.dir.mkdir(parents=True, exist_ok=True)
             self.lock.acquire(timeout=0)
         except Timeout:
             raise RuntimeError(
                 f"run_dir {self.dir} is in use by another run. Wait for it to finish, or give "
                 "this run another folder, e.g. -p run_dir runs/other.") from None
+        except OSError as error:
+            raise RuntimeError(
+                f"run_dir {self.dir} cannot be written ({type(error).__name__}: "
+                f"{error.strerror}). Give a folder you can write to, e.g. -p run_dir runs/mine."
+            ) from None
         self.provenance = provenance()
         self._remove_debris()
+        if any((self.dir / name).exists() for name in self.FOLDERS) and not (
+                self.dir / self.METRICS).exists():
+            print(f"Note: {self.dir} holds outputs without {self.METRICS}: an earlier run was "
+                  "stopped while moving its outputs in, so they may mix two runs. This run "
+                  "replaces them when it finishes.")
         self.staging = self.dir / f".staging-{self.id}"
         self.staging.mkdir()
         self.started = time.perf_counter()
@@ -309,12 +358,13 @@ class Run:
         self.figures = {}
 
     def _remove_debris(self):
-        """Staging folders of earlier runs (no run holds the lock) and temporary files of
-        processes that are gone, in the folders a run writes to."""
+        """Staging folders of earlier runs (no run holds the lock now) and temporary files
+        of processes that are gone, in the folders a run writes to, by their exact names."""
         for stale in self.dir.glob(".staging-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        for folder in (self.dir, *(self.dir / name for name in self.OUTPUTS)):
-            for tmp in folder.glob(".*.*.tmp"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        for folder in (self.dir, self.dir / "report", *(self.dir / name for name in self.FOLDERS)):
+            for tmp in folder.glob(".*.tmp"):
                 pid = tmp.name.rsplit(".", 2)[-2]
                 if tmp.is_file() and pid.isdigit() and not pid_alive(int(pid)):
                     tmp.unlink(missing_ok=True)
@@ -360,32 +410,44 @@ class Run:
         display(Image(filename=str(path)))
 
     def finish(self, metrics):
-        """Write metrics.json, then move every staged output into run_dir and unlock.
+        """Write metrics.json (strict JSON), then move the run's outputs into run_dir and
+        unlock. Each output folder is swapped whole, so no file of an earlier run stays
+        beside the new ones; metrics.json goes last, after the old one was removed, so a
+        folder without it is one whose move was interrupted.
 
-        Stops, leaving the previous outputs in place, when the method's code changed on disk
-        while the run was going."""
+        Stops, leaving the previous outputs in place, when the code or the notebook changed
+        on disk while the run was going."""
         if provenance() != self.provenance:
             raise RuntimeError(
-                "helpers.py or the notebook's code changed while this run was going, so its "
-                "numbers may come from either version; nothing was moved into "
-                f"{self.dir}. Run the notebook again.")
+                "helpers.py, requirements.txt or the notebook changed while this run was going, "
+                f"so its outputs may come from either version; nothing was moved into {self.dir}. "
+                "Run the notebook again.")
+        for name in self.FOLDERS:
+            self.path(name).mkdir(parents=True, exist_ok=True)
+        outputs = sorted(str(p.relative_to(self.staging)) for name in self.FOLDERS
+                         for p in self.path(name).rglob("*") if p.is_file())
         metrics = metrics | {"run": {"id": self.id, "date": time.strftime("%Y-%m-%d"),
                                      "device": str(self.device)},
-                             "figures": self.figures, "provenance": self.provenance}
+                             "figures": self.figures, "provenance": self.provenance,
+                             "outputs": outputs + [self.METRICS]}
         metrics["runtime"] = metrics.get("runtime", {}) | {
             "device": str(self.device), "cpu": torch.backends.cpu.get_cpu_capability(),
             "seconds": time.perf_counter() - self.started}
-        atomic_write(self.path("report/metrics.json"),
-                     lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
-        moved = []
-        for path in sorted(p for p in self.staging.rglob("*") if p.is_file()):
-            target = self.dir / path.relative_to(self.staging)
+        text = json.dumps(strict_json(metrics), indent=2, allow_nan=False)
+        atomic_write(self.path(self.METRICS), lambda tmp: Path(tmp).write_text(text))
+        (self.dir / self.METRICS).unlink(missing_ok=True)
+        replaced = self.staging / ".replaced"
+        replaced.mkdir()
+        for k, name in enumerate(self.FOLDERS):
+            target = self.dir / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-            moved.append(target)
+            if target.exists():
+                os.replace(target, replaced / str(k))
+            os.replace(self.path(name), target)
+        os.replace(self.path(self.METRICS), self.dir / self.METRICS)
         shutil.rmtree(self.staging, ignore_errors=True)
         self.release()
-        return moved
+        return [self.dir / name for name in metrics["outputs"]]
 
 
 def load_model(path, expected_config=None, device="cpu"):
@@ -397,35 +459,45 @@ def load_model(path, expected_config=None, device="cpu"):
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
         config = helpers.AEConfig(**payload["config"])
+        state = payload["state_dict"]
     except Exception as error:
         raise ValueError(f"weights file {path} is damaged or not ours "
-                         f"({type(error).__name__}). Delete it and re-run the notebook.") from error
+                         f"({type(error).__name__}). Delete it and re-run the notebook.") from None
     if expected_config is not None and asdict(config) != asdict(expected_config):
         raise ValueError(f"weights file {path} was made for {asdict(config)}, not for "
                          f"{asdict(expected_config)}. Re-train, or use matching parameters.")
     model = helpers.Autoencoder(config)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise ValueError(f"weights file {path}: its tensors do not fit the model its own config "
+                         f"describes ({asdict(config)}). Delete it and re-run the notebook.") from None
     return model.to(device).eval(), payload
 
 
-def notebook_code_sha256(notebook_path=NOTEBOOK):
-    """sha256 of the notebook's code cells (papermill's injected cell left out)."""
+def notebook_sha256(notebook_path=NOTEBOOK, cell_type="code"):
+    """sha256 of the notebook's code (or markdown) cells, papermill's injected cell left out."""
     import nbformat
 
     cells = nbformat.read(str(notebook_path), as_version=4).cells
-    code = [c.source for c in cells if c.cell_type == "code"
-            and "injected-parameters" not in c.metadata.get("tags", [])]
-    return hashlib.sha256("\n\n".join(code).encode("utf-8")).hexdigest()
+    sources = [c.source for c in cells if c.cell_type == cell_type
+               and "injected-parameters" not in c.metadata.get("tags", [])]
+    return hashlib.sha256("\n\n".join(sources).encode("utf-8")).hexdigest()
 
 
 def provenance(notebook_path=NOTEBOOK):
-    """Hashes of the code that makes a run's numbers (the method and the notebook's cells;
-    not this bookkeeping), and the versions it ran with."""
+    """Hashes of what makes a run and its report (the method, the notebook's code and text,
+    the pinned requirements, all beside the notebook; not this bookkeeping), and the
+    versions it ran with."""
     import platform
 
     import datasets
 
-    method = (helpers.REPO_ROOT / "helpers.py").read_bytes()
-    return {"helpers_sha256": hashlib.sha256(method).hexdigest(), "notebook_code_sha256": notebook_code_sha256(notebook_path),
+    root = Path(notebook_path).parent
+    digest = lambda name: hashlib.sha256((root / name).read_bytes()).hexdigest()
+    return {"helpers_sha256": digest("helpers.py"),
+            "notebook_code_sha256": notebook_sha256(notebook_path, "code"),
+            "notebook_markdown_sha256": notebook_sha256(notebook_path, "markdown"),
+            "requirements_sha256": digest("requirements.txt"),
             "torch": torch.__version__, "datasets": datasets.__version__,
             "python": platform.python_version()}

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,9 @@ sys.path.insert(0, str(ROOT))
 
 import helpers  # noqa: E402
 import runs  # noqa: E402
+
+# The tests write their runs into temporary folders, outside the repository, on purpose.
+os.environ[runs.OUTSIDE_REPO_OVERRIDE] = "1"
 
 
 def config(**changes):

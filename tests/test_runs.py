@@ -1,0 +1,355 @@
+"""The run's bookkeeping against careless and hostile use: where a run may write, the lock,
+the end of a run, strict JSON, escaped text, the submission check, and clear errors."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import helpers
+import project
+import runs
+from conftest import ROOT, config, write_parquet
+
+
+def run_config(tmp_path, **changes):
+    return config(run_dir=str(tmp_path / "run"), **changes)
+
+
+def small_model():
+    return helpers.Autoencoder(helpers.AEConfig(latent_dim=8, width=4, image_size=16)).eval()
+
+
+def python(code, **kwargs):
+    """Start `code` in a fresh Python that imports the project as the tests do."""
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT / "tests", text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, **kwargs)
+
+
+# 1. Where a run may write, and what it clears -------------------------------------------
+
+@pytest.mark.parametrize("where", [str(ROOT.parent), "/", str(Path.home()), "../elsewhere"])
+def test_a_run_dir_outside_the_repository_needs_the_override(monkeypatch, where):
+    monkeypatch.delenv(runs.OUTSIDE_REPO_OVERRIDE)
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ValueError, match="outside the repository.*ALLOW_RUN_DIR_OUTSIDE_REPO=1"):
+        config(run_dir=where)
+    assert config(run_dir="runs/inside").run_dir == "runs/inside"
+
+
+def test_only_the_debris_of_dead_runs_is_cleared(tmp_path):
+    folder = tmp_path / "run"
+    for name in ("weights", "notes", ".git"):
+        (folder / name).mkdir(parents=True)
+    (folder / ".staging-file").write_text("not a staging folder")
+    dead, alive = folder / "weights" / ".m.pt.999999999.tmp", folder / "weights" / f".m.pt.{os.getpid()}.tmp"
+    others = [folder / "notes" / ".draft.999999999.tmp", folder / ".git" / ".x.999999999.tmp",
+              folder / ".decoy.tmp"]
+    for path in (dead, alive, *others):
+        path.write_bytes(b"half")
+    (folder / ".staging-old").mkdir()
+    (folder / ".staging-old" / "weights").mkdir()
+    run = runs.Run(run_config(tmp_path))
+    assert not dead.exists() and alive.exists() and all(p.exists() for p in others)
+    assert not (folder / ".staging-old").exists() and (folder / ".staging-file").is_file()
+    run.release()
+
+
+# 2. A real lock ------------------------------------------------------------------------------
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
+    first = runs.Run(run_config(tmp_path))
+    with pytest.raises(RuntimeError, match="in use by another run"):
+        runs.Run(run_config(tmp_path))
+    first.release()
+    runs.Run(run_config(tmp_path)).release()
+
+
+def test_of_four_runs_started_at_once_one_holds_the_folder_and_its_death_frees_it(tmp_path):
+    folder = tmp_path / "run"
+    code = ("import time, runs; from conftest import config\n"
+            "try:\n"
+            f"    run = runs.Run(config(run_dir={str(folder)!r})); print('held', flush=True)\n"
+            "except RuntimeError: print('refused', flush=True)\n"
+            "time.sleep(30)\n")
+    racers = [python(code, stdout=subprocess.PIPE) for _ in range(4)]
+    answers = [p.stdout.readline().strip() for p in racers]
+    assert sorted(answers) == ["held", "refused", "refused", "refused"]
+    for racer in racers:
+        racer.send_signal(signal.SIGKILL)
+        racer.wait()
+    runs.Run(run_config(tmp_path)).release()      # the OS freed the lock of the killed holder
+
+
+def test_an_unwritable_run_dir_says_so(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(runs.FileLock, "acquire", refuse)
+    with pytest.raises(RuntimeError, match="cannot be written .PermissionError: Permission denied"):
+        runs.Run(run_config(tmp_path))
+
+
+def test_a_run_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "run").write_text("a file")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        run_config(tmp_path)
+
+
+# 3. The Makefile cannot be steered around its guards --------------------------------------
+
+def test_make_report_refuses_a_run_dir_inside_params():
+    result = subprocess.run(["make", "--no-print-directory", "report",
+                             "PARAMS=-p quick True -p run_dir runs/q"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "give the output folder as RUN_DIR" in result.stdout
+    assert not (ROOT / ".homework2.run.ipynb").exists()
+
+
+# 4. Provenance from the start, and the same code in every process -------------------------
+
+def test_a_run_whose_code_changed_meanwhile_does_not_finish(tmp_path, monkeypatch):
+    run = runs.Run(run_config(tmp_path))
+    run.save_model("weights/m.pt", small_model())
+    monkeypatch.setattr(runs, "provenance", lambda: {**run.provenance, "helpers_sha256": "edited"})
+    with pytest.raises(RuntimeError, match="changed while this run was going"):
+        run.finish({"config": {}})
+    assert not (run.dir / "weights").exists() and not (run.dir / "report").exists()
+    run.release()
+
+
+def test_a_training_process_refuses_other_code(monkeypatch):
+    monkeypatch.setitem(helpers._WORKER_DATA, "parent_source_sha256", "other code")
+    with pytest.raises(RuntimeError, match="helpers.py changed on disk"):
+        helpers._fit_in_worker(None)
+
+
+# 5. All or nothing at the end ---------------------------------------------------------------
+
+def finished_run(tmp_path, figures):
+    run = runs.Run(run_config(tmp_path))
+    run.save_model("weights/m.pt", small_model())
+    for name in figures:
+        runs.atomic_write(run.path(f"report/figures/{name}.png"), lambda tmp: Path(tmp).write_bytes(b"png"))
+    run.finish({"config": {}})
+    return run
+
+
+def test_a_run_leaves_only_its_own_outputs(tmp_path):
+    finished_run(tmp_path, ["a", "b"])
+    second = finished_run(tmp_path, ["a"])
+    folder = second.dir
+    assert sorted(p.name for p in (folder / "report" / "figures").iterdir()) == ["a.png"]
+    metrics = json.loads((folder / "report" / "metrics.json").read_text())
+    assert metrics["run"]["id"] == second.id
+    assert metrics["outputs"] == ["report/figures/a.png", "weights/m.pt", "report/metrics.json"]
+    assert not list(folder.glob(".staging-*"))
+
+
+def test_an_interrupted_move_is_recognised(tmp_path, monkeypatch, capsys):
+    finished_run(tmp_path, ["a"])
+    run = runs.Run(run_config(tmp_path))
+    run.save_model("weights/m.pt", small_model())
+    real_replace, calls = os.replace, []
+
+    def killed_after_two(*args):
+        calls.append(args)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        real_replace(*args)
+
+    monkeypatch.setattr(runs.os, "replace", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run.finish({"config": {}})
+    monkeypatch.setattr(runs.os, "replace", real_replace)
+    run.release()
+    assert not (run.dir / "report" / "metrics.json").exists()
+    runs.Run(run_config(tmp_path)).release()
+    assert "stopped while moving its outputs in" in capsys.readouterr().out
+
+
+# 6. Training processes die with their parent ----------------------------------------------
+
+def children(pid):
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in found.split()]
+
+
+def test_training_processes_die_with_their_parent():
+    code = ("import torch, helpers\n"
+            "x = torch.rand(16, 3, 16, 16); y = torch.zeros(16, dtype=torch.long)\n"
+            "split = helpers.Split(x[:8].mul(255).byte(), ['a'] * 8, y[:8], x, y, torch.arange(16) % 8)\n"
+            "data = helpers.Data({'train': split, 'val': split}, ['a'], {})\n"
+            "job = helpers.Job(helpers.AEConfig(4, 4, 16), helpers.TrainConfig(10 ** 6, 8, 1e-3, 0.0, 0))\n"
+            "helpers.fit_all(data, [job, job])\n")
+    parent = python(code)
+    deadline = time.time() + 60
+    while len(workers := [c for c in children(parent.pid)]) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    assert len(workers) >= 2, "the training processes did not start"
+    time.sleep(2)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 15
+    while any(helpers_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not [pid for pid in workers if helpers_alive(pid)]
+
+
+def helpers_alive(pid):
+    """True while the process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+# 7. Strict JSON --------------------------------------------------------------------------------
+
+def test_metrics_json_is_strict_json(tmp_path):
+    run = runs.Run(run_config(tmp_path))
+    run.finish({"config": {}, "p_cat": [0.5, float("nan")], "ratio": float("inf")})
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    metrics = json.loads((run.dir / "report" / "metrics.json").read_text(), parse_constant=refuse)
+    assert metrics["p_cat"] == [0.5, None] and metrics["ratio"] is None
+
+
+# 8. User and data text prints as it is ------------------------------------------------------
+
+HOSTILE = r"$x$ \textbf{b} <i>x</i> **c** `d` a_b [l](u) | & \input{/etc/hostname}"
+
+
+def test_user_text_survives_markdown_pandoc_and_latex_as_written():
+    if not shutil.which("pandoc"):
+        pytest.skip("pandoc is not installed (make system)")
+    escaped = runs.plain(HOSTILE)
+    for to in ("plain", "latex"):
+        out = subprocess.run(["pandoc", "-f", "markdown", "-t", to], input=escaped, text=True,
+                             capture_output=True, check=True).stdout
+        if to == "plain":
+            assert " ".join(out.split()) == HOSTILE
+        else:
+            assert "\\textbf{" not in out and "\\input{" not in out and "$x$" not in out
+    table = runs.table([{"name": HOSTILE}]).data
+    assert runs.plain(HOSTILE) in table
+
+
+def test_figure_titles_print_dollars_as_written():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = helpers.show_images([[torch.rand(3, 8, 8)]], col_titles=["cost $5 and $6"], title="a $b$")
+    fig.canvas.draw()     # mathtext would fail or swallow the dollars
+    assert fig.axes[0].get_title() == r"cost \$5 and \$6"
+
+
+# 9. The submission check covers what is zipped --------------------------------------------
+
+@pytest.fixture
+def submission(tmp_path):
+    """A copy of the committed deliverables."""
+    root = tmp_path / "submission"
+    for name in project.DELIVERABLES + ["report/metrics.json", "weights", "latents", "report/figures"]:
+        source, target = ROOT / name, root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    return root
+
+
+def test_editing_the_answers_or_the_requirements_after_the_run_is_caught(submission):
+    notebook = json.loads((submission / "homework2.ipynb").read_text())
+    markdown = next(c for c in notebook["cells"] if c["cell_type"] == "markdown")
+    markdown["source"] = ["An answer written after the run."]
+    (submission / "homework2.ipynb").write_text(json.dumps(notebook))
+    with open(submission / "requirements.txt", "a") as f:
+        f.write("requests==2.0\n")
+    problems = " ".join(project.submission_problems(submission))
+    assert "the notebook's text changed since the run" in problems
+    assert "requirements.txt changed since the run" in problems
+
+
+@pytest.mark.parametrize("name", ["weights/part1_autoencoder.pt", "report/metrics.json", "homework2.ipynb"])
+def test_damaged_deliverables_give_one_line_reasons(submission, name):
+    path = submission / name
+    path.write_bytes(path.read_bytes()[:100])
+    problems = project.submission_problems(submission)
+    assert f"{name} is damaged or unreadable" in " ".join(problems)
+    assert all("\n" not in p for p in problems)
+
+
+def test_an_extra_file_in_an_output_folder_is_caught(submission):
+    (submission / "report" / "figures" / "old_figure.png").write_bytes(b"png")
+    assert "not made by it: ['report/figures/old_figure.png']" in " ".join(
+        project.submission_problems(submission))
+
+
+# 10. Loud cases stop with one line; small silent ones get a note or an error --------------
+
+def test_weights_without_a_state_dict_or_with_contradicting_tensors(tmp_path):
+    torch.save({"config": {"latent_dim": 8, "width": 4, "image_size": 16}}, tmp_path / "a.pt")
+    with pytest.raises(ValueError, match="damaged or not ours .KeyError"):
+        runs.load_model(tmp_path / "a.pt")
+    state = small_model().state_dict()
+    torch.save({"config": {"latent_dim": 9, "width": 4, "image_size": 16}, "state_dict": state},
+               tmp_path / "b.pt")
+    with pytest.raises(ValueError, match="do not fit the model its own config describes"):
+        runs.load_model(tmp_path / "b.pt")
+
+
+def test_texts_that_are_not_strings_are_named():
+    with pytest.raises(ValueError, match="holds no strings .only bytes.*UTF-8"):
+        helpers.select_subset([b"grinning face", b"\xff\xfe"], ["face"])
+
+
+def test_a_keyword_with_spaces_around_it_is_refused():
+    with pytest.raises(ValueError, match="'face ' has spaces around it, so it would only match with them; write 'face'"):
+        config(keywords=["face "])
+
+
+def test_an_image_too_large_to_decode_is_skipped_like_a_broken_one(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)   # a 100x100 PNG now counts as a bomb
+    path = write_parquet(tmp_path / "bomb.parquet", [("big face", Image.new("RGB", (100, 100), "red")),
+                                                     ("small face", Image.new("RGB", (20, 20), "red"))])
+    images, texts, skipped = helpers.decode_images(helpers.load_emoji_dataset(str(path))[0], [0, 1])
+    assert texts == ["small face"] and skipped == 1
+
+
+def test_a_picture_that_is_not_square_keeps_its_shape_and_is_noted(tmp_path, capsys):
+    from PIL import Image
+
+    path = write_parquet(tmp_path / "tall.parquet", [("tall face", Image.new("RGB", (17, 33), "red"))])
+    images, _, _ = helpers.decode_images(helpers.load_emoji_dataset(str(path))[0], [0], image_size=32)
+    assert "1 image(s) are not square, e.g. 'tall face' (17x33)" in capsys.readouterr().out
+    assert (images[0, :, :, :4] == 255).all() and (images[0, 1:, :, 14:18] < 30).all()   # white sides, red middle
+
+
+def test_float_pictures_are_not_decoded_black():
+    import numpy as np
+    from PIL import Image
+
+    for value, expected in ((0.5, 128), (200.0, 200)):
+        picture = Image.fromarray(np.full((4, 4), value, dtype=np.float32), "F")
+        assert abs(int(np.asarray(helpers.to_rgb(picture))[0, 0, 0]) - expected) <= 1
+
+
+def test_a_parquet_replaced_with_the_same_time_is_read_again(tmp_path):
+    from PIL import Image
+
+    square = Image.new("RGB", (8, 8), "red")
+    path = write_parquet(tmp_path / "data.parquet", [("a face", square)] * 2)
+    assert len(helpers.load_emoji_dataset(str(path))[0]) == 2
+    stamp = os.stat(path).st_mtime_ns
+    write_parquet(path, [("a face", square)] * 5)
+    os.utime(path, ns=(stamp, stamp))
+    assert len(helpers.load_emoji_dataset(str(path))[0]) == 5
