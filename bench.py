@@ -132,7 +132,7 @@ def compare(data, pca, sizes):
     rows = []
     our_images = CONFIG.steps * CONFIG.batch_size
     for k in sizes:
-        fitted = helpers.fit_all(data, [helpers.Job(CONFIG.model(k), CONFIG.recipe())])[0]
+        fitted = helpers.fit(data, CONFIG.model(k), CONFIG.recipe())
         rows.append(row("ours", "ours", k, fitted.model, fitted.seconds, data, our_images))
     for name, (build, code_size, recipe) in PEERS.items():
         for which, fit, images in (("own", lambda m: train_own_recipe(m, data, recipe),

@@ -108,7 +108,7 @@ class RunConfig:
                       "or None to let the sweep choose")
         if not isinstance(self.run_dir, str) or not self.run_dir.strip():
             raise ValueError(f"run_dir={self.run_dir!r}: give a folder, e.g. runs/mine.")
-        folder = Path(self.run_dir).expanduser().resolve()
+        folder = self.folder()
         if not folder.is_relative_to(helpers.REPO_ROOT) and os.environ.get(
                 OUTSIDE_REPO_OVERRIDE) != "1":
             raise ValueError(
@@ -118,11 +118,15 @@ class RunConfig:
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"run_dir={self.run_dir!r} is a file, not a folder. Give a folder, "
                              "e.g. -p run_dir runs/mine.")
-        if self.quick and Path(self.run_dir).resolve() == helpers.REPO_ROOT:
+        if self.quick and folder == helpers.REPO_ROOT:
             raise ValueError(
                 f"quick=True with run_dir={self.run_dir!r}: a quick run never replaces the "
                 "committed results in the repository root. Give another folder, "
                 "e.g. -p run_dir runs/quick.")
+
+    def folder(self):
+        """run_dir as an absolute path."""
+        return Path(self.run_dir).expanduser().resolve()
 
     def effective(self):
         """The configuration that runs: quick mode keeps 2 latent sizes, 40 steps, 2 seeds."""
@@ -212,7 +216,7 @@ class Report:
         holds = bool(holds)
         text = sentence.format(**values)
         self.claims.append({"id": claim_id, "text": text, "holds": holds,
-                            "values": {k: jsonable(v) for k, v in values.items()}})
+                            "values": values})
         if holds:
             return text
         return (f"{text}\n\n> **Warning: this run contradicts the sentence above** "
@@ -243,22 +247,18 @@ def show_markdown(text):
 
 
 def strict_json(value):
-    """The value with every NaN or infinity replaced by None, so that json.dumps writes
-    strict JSON (null) that any parser reads."""
+    """The value in plain Python types (tensors as lists, numpy scalars as numbers), with
+    every NaN or infinity replaced by None, so that json.dumps writes strict JSON."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    elif isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: strict_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [strict_json(v) for v in value]
-    return value
-
-
-def jsonable(value):
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
     return value
 
 
@@ -329,7 +329,7 @@ class Run:
 
     def __init__(self, config):
         self.config = config
-        self.dir = Path(config.run_dir).expanduser().resolve()
+        self.dir = config.folder()
         self.id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         self.lock = FileLock(self.dir / ".run.lock")
         try:
@@ -475,14 +475,16 @@ def load_model(path, expected_config=None, device="cpu"):
     return model.to(device).eval(), payload
 
 
-def notebook_sha256(notebook_path=NOTEBOOK, cell_type="code"):
-    """sha256 of the notebook's code (or markdown) cells, papermill's injected cell left out."""
+def notebook_sha256(notebook_path=NOTEBOOK):
+    """sha256 of the notebook's code cells and of its markdown cells, read once (papermill's
+    injected cell left out)."""
     import nbformat
 
-    cells = nbformat.read(str(notebook_path), as_version=4).cells
-    sources = [c.source for c in cells if c.cell_type == cell_type
-               and "injected-parameters" not in c.metadata.get("tags", [])]
-    return hashlib.sha256("\n\n".join(sources).encode("utf-8")).hexdigest()
+    cells = [c for c in nbformat.read(str(notebook_path), as_version=4).cells
+             if "injected-parameters" not in c.metadata.get("tags", [])]
+    digest = lambda kind: hashlib.sha256("\n\n".join(
+        c.source for c in cells if c.cell_type == kind).encode("utf-8")).hexdigest()
+    return digest("code"), digest("markdown")
 
 
 def provenance(notebook_path=NOTEBOOK):
@@ -495,9 +497,9 @@ def provenance(notebook_path=NOTEBOOK):
 
     root = Path(notebook_path).parent
     digest = lambda name: hashlib.sha256((root / name).read_bytes()).hexdigest()
+    code, markdown = notebook_sha256(notebook_path)
     return {"helpers_sha256": digest("helpers.py"),
-            "notebook_code_sha256": notebook_sha256(notebook_path, "code"),
-            "notebook_markdown_sha256": notebook_sha256(notebook_path, "markdown"),
+            "notebook_code_sha256": code, "notebook_markdown_sha256": markdown,
             "requirements_sha256": digest("requirements.txt"),
             "torch": torch.__version__, "datasets": datasets.__version__,
             "python": platform.python_version()}

@@ -190,19 +190,19 @@ def test_training_processes_die_with_their_parent():
             "helpers.fit_all(data, [job, job])\n")
     parent = python(code)
     deadline = time.time() + 60
-    while len(workers := [c for c in children(parent.pid)]) < 2 and time.time() < deadline:
+    while len(workers := children(parent.pid)) < 2 and time.time() < deadline:
         time.sleep(0.5)
     assert len(workers) >= 2, "the training processes did not start"
     time.sleep(2)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.time() + 15
-    while any(helpers_alive(pid) for pid in workers) and time.time() < deadline:
+    while any(process_alive(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.5)
-    assert not [pid for pid in workers if helpers_alive(pid)]
+    assert not [pid for pid in workers if process_alive(pid)]
 
 
-def helpers_alive(pid):
+def process_alive(pid):
     """True while the process exists and is not a zombie."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
