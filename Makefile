@@ -65,9 +65,10 @@ pdf:
 		rm -rf "$(RUN_DIR)/report/.pdf-tmp" && \
 		$(PY) -m jupyter nbconvert --to pdf "$(OUT_NB)" --output-dir "$(RUN_DIR)/report/.pdf-tmp" \
 			--output homework2 --template-file "$(CURDIR)/report/homework2.tex.j2" \
-			--TagRemovePreprocessor.enabled=True \
+			--no-prompt --TagRemovePreprocessor.enabled=True \
 			--TagRemovePreprocessor.remove_input_tags='["remove-input"]' \
 			--TagRemovePreprocessor.remove_cell_tags='["remove-cell", "injected-parameters"]' \
+			--TagRemovePreprocessor.remove_all_outputs_tags='["remove-output"]' \
 			--log-level WARN && \
 		mv "$(RUN_DIR)/report/.pdf-tmp/homework2.pdf" "$(RUN_DIR)/report/homework2.pdf" && \
 		rm -rf "$(RUN_DIR)/report/.pdf-tmp"; \

@@ -448,11 +448,12 @@ class Autoencoder(nn.Module):
         self.encoder = nn.Sequential(
             down_block(3, channels[0], norm=False),
             *[down_block(a, b) for a, b in zip(channels, channels[1:])],
-            nn.Flatten(), nn.Linear(top * 16, config.latent_dim))
+            nn.Sequential(nn.Flatten(), nn.Linear(top * 16, config.latent_dim)))
         self.decoder = nn.Sequential(
-            nn.Linear(config.latent_dim, top * 16), nn.ReLU(), nn.Unflatten(1, (top, 4, 4)),
+            nn.Sequential(nn.Linear(config.latent_dim, top * 16), nn.ReLU(),
+                          nn.Unflatten(1, (top, 4, 4))),
             *[up_block(a, b) for a, b in zip(channels[::-1], channels[::-1][1:])],
-            nn.ConvTranspose2d(channels[0], 3, 4, 2, 1), nn.Sigmoid())
+            nn.Sequential(nn.ConvTranspose2d(channels[0], 3, 4, 2, 1), nn.Sigmoid()))
         self.classifier = (nn.Linear(config.latent_dim, config.num_classes)
                            if config.num_classes else None)
 
@@ -470,13 +471,38 @@ class Autoencoder(nn.Module):
 
 
 def summary(model):
-    """torchinfo's layer-by-layer table of the model on one image."""
+    """The model block by block (from torchinfo's pass over one image): each block's layers
+    with kernel, stride, normalisation and activation, its output shape and parameters."""
+    import pandas as pd
     from torchinfo import summary as torchinfo_summary
 
     size = model.config.image_size
-    return torchinfo_summary(model, input_size=(1, 3, size, size), depth=2, device="cpu",
-                             col_names=("output_size", "num_params"), verbose=0, col_width=16,
-                             row_settings=("var_names",))
+    stats = torchinfo_summary(model, input_size=(1, 3, size, size), depth=2, device="cpu",
+                              verbose=0)
+    blocks = [b for b in stats.summary_list if b.depth == 2 or (b.depth == 1 and b.is_leaf_layer)]
+    rows = [{"part": block.parent_info.var_name if block.depth == 2 else block.var_name,
+             "layers": ", ".join(map(describe_layer, list(block.module.children()) or [block.module])),
+             "output": " x ".join(map(str, block.output_size[1:])),
+             "parameters": block.num_params} for block in blocks]
+    rows.append({"part": "total", "layers": "", "output": "",
+                 "parameters": stats.total_params})
+    return pd.DataFrame(rows)
+
+
+def describe_layer(layer):
+    """A layer in a few words: kind, kernel and stride, sizes."""
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+        kind = "conv" if isinstance(layer, nn.Conv2d) else "transposed conv"
+        (k, _), (s, _) = layer.kernel_size, layer.stride
+        return f"{kind} {k}x{k} stride {s}"
+    if isinstance(layer, nn.Linear):
+        return f"linear {layer.in_features} -> {layer.out_features}"
+    if isinstance(layer, nn.LeakyReLU):
+        return f"LeakyReLU({layer.negative_slope:g})"
+    if isinstance(layer, nn.Unflatten):
+        return "reshape"
+    return {"BatchNorm2d": "BatchNorm", "Flatten": "flatten"}.get(type(layer).__name__,
+                                                                   type(layer).__name__)
 
 
 def count_parameters(module):

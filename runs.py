@@ -262,16 +262,57 @@ def strict_json(value):
     return value
 
 
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}"}
+
+
+def latex_text(text):
+    """Text printed as it is by LaTeX."""
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+class Table:
+    """A table for display: Markdown in Jupyter, a LaTeX tabular in the PDF (nbconvert
+    prefers text/latex), which never wraps a row and never breaks across pages."""
+
+    def __init__(self, frame, floatfmt):
+        formats = floatfmt if isinstance(floatfmt, (tuple, list)) else [floatfmt] * frame.shape[1]
+        self.numeric = [frame[c].dtype.kind in "if" for c in frame.columns]
+        self.header = [str(c) for c in frame.columns]
+        self.cells = [[cell_text(v, f) for v, f in zip(row, formats)]
+                      for row in frame.itertuples(index=False)]
+
+    def _repr_markdown_(self):
+        lines = ["| " + " | ".join(map(plain, line)) + " |" for line in [self.header, *self.cells]]
+        lines.insert(1, "| " + " | ".join("---:" if n else ":---" for n in self.numeric) + " |")
+        return "\n".join(lines)
+
+    def _repr_latex_(self):
+        columns = "".join("r" if n else "l" for n in self.numeric)
+        rows = [" & ".join(map(latex_text, line)) + r" \\" for line in self.cells]
+        return "\n".join([r"\begin{center}\small", rf"\begin{{tabular}}{{{columns}}}", r"\toprule",
+                          " & ".join(r"\textbf{" + latex_text(h) + "}" for h in self.header) + r" \\",
+                          r"\midrule", *rows, r"\bottomrule", r"\end{tabular}", r"\end{center}"])
+
+
+def cell_text(value, fmt):
+    """A cell as printed: floats in the column's format, integers with thousands separators."""
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(value) else format(value, fmt)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
 def table(rows, floatfmt=".4g", **columns):
-    """A Markdown table from a list of dicts (or a DataFrame), for display in the notebook."""
+    """A table from a list of dicts (or a DataFrame); `columns` picks and renames columns."""
     import pandas as pd
-    from IPython.display import Markdown
 
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     if columns:
         frame = frame[list(columns)].rename(columns=columns)
-    frame = frame.map(lambda v: plain(v) if isinstance(v, str) else v)
-    return Markdown(frame.to_markdown(index=False, floatfmt=floatfmt))
+    return Table(frame, floatfmt)
 
 
 FIGURE_WIDTH_IN = 6.0    # the PDF prints figures at most this wide (0.9 of the text width)

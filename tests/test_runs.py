@@ -239,8 +239,10 @@ def test_user_text_survives_markdown_pandoc_and_latex_as_written():
             assert " ".join(out.split()) == HOSTILE
         else:
             assert "\\textbf{" not in out and "\\input{" not in out and "$x$" not in out
-    table = runs.table([{"name": HOSTILE}]).data
-    assert runs.plain(HOSTILE) in table
+    table = runs.table([{"name": HOSTILE}])
+    assert runs.plain(HOSTILE) in table._repr_markdown_()
+    latex = table._repr_latex_()
+    assert runs.latex_text(HOSTILE) in latex and "\\textbf{b}" not in latex and "\\input{" not in latex
 
 
 def test_figure_titles_print_dollars_as_written():
