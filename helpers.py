@@ -549,6 +549,9 @@ def batch_losses(model, x, y, lam, bf16):
     return mse, ce, mse + lam * ce, int((logits.argmax(1) == y).sum())
 
 
+WARMUP_SHARE = 0.3   # the one-cycle schedule's share of steps spent raising the learning rate
+
+
 def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None, device=None):
     """Train for `config.steps` AdamW steps with a one-cycle schedule; keep the epoch with
     the best validation MSE.
@@ -570,7 +573,8 @@ def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None, 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                                   total_steps=config.steps)
+                                                   total_steps=config.steps,
+                                                   pct_start=WARMUP_SHARE)
     history = {k: [] for k in ("train_mse", "val_mse", "train_ce", "val_ce", "train_accuracy",
                                "val_accuracy", "steps", "lr", "seconds")}
     best = (float("inf"), 0, None)
@@ -898,17 +902,16 @@ def nearest_centroid_accuracy(z_train, y_train, z_test, y_test):
 
 
 def against_baseline(history, baseline):
-    """A learning curve against a baseline's validation MSE: the step where it first falls
-    below, the step from which it stays below, and at the epoch kept (1-based) its validation
-    MSE and the ratio of validation to training MSE."""
-    steps, val = history["steps"], history["val_mse"]
-    below = [s for s, v in zip(steps, val) if v < baseline]
-    last_above = max((s for s, v in zip(steps, val) if v >= baseline), default=0)
+    """A learning curve against a baseline's validation MSE: the epoch (1-based) where it
+    first falls below, the epoch from which it stays below, and the epoch kept with its
+    validation MSE."""
+    val = history["val_mse"]
+    below = [e for e, v in enumerate(val, 1) if v < baseline]
+    last_above = max((e for e, v in enumerate(val, 1) if v >= baseline), default=0)
     kept = history["best_epoch"]
-    return {"first_below": below[0] if below else None,
-            "stays_below_from": next((s for s in steps if s > last_above), None),
-            "kept_epoch": kept + 1, "epochs": len(val), "val_mse": val[kept],
-            "val_over_train": val[kept] / history["train_mse"][kept]}
+    return {"first_epoch_below": below[0] if below else None,
+            "stays_below_from_epoch": last_above + 1 if last_above < len(val) else None,
+            "kept_epoch": kept + 1, "epochs": len(val), "val_mse": val[kept]}
 
 
 def compare_to_pca(per_image_mse, pca, k, split, seed):
@@ -1254,10 +1257,13 @@ def wrap(text, width=14):
     return "\n".join(textwrap.wrap(text, width))
 
 
-def representative(split, count, seed):
-    """A seeded random draw of `count` unique emoji of a split (indices into originals)."""
+def representative(split, count, seed, exclude=()):
+    """A seeded random draw of `count` unique emoji of a split (indices into originals),
+    leaving out those in `exclude`."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(len(split.texts), generator=generator)[:count].sort().values
+    order = torch.randperm(len(split.texts), generator=generator)
+    left_out = {int(i) for i in exclude}
+    return torch.tensor([int(i) for i in order if int(i) not in left_out][:count]).sort().values
 
 
 def worst_emoji(split, per_image_mse, count):

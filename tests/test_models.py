@@ -32,6 +32,22 @@ def test_the_model_is_a_plain_convolutional_autoencoder():
     assert isinstance(model.decoder[-1][0], torch.nn.ConvTranspose2d)
 
 
+def test_against_baseline_counts_epochs_from_one():
+    history = {"val_mse": [0.5, 0.2, 0.4, 0.1, 0.05], "best_epoch": 4}
+    curve = helpers.against_baseline(history, 0.3)
+    assert curve["first_epoch_below"] == 2 and curve["stays_below_from_epoch"] == 4
+    assert curve["kept_epoch"] == 5 and curve["val_mse"] == 0.05
+    assert helpers.against_baseline(history, 0.01)["first_epoch_below"] is None
+
+
+def test_representative_draw_leaves_out_what_it_is_told():
+    class Split:
+        texts = [str(i) for i in range(10)]
+    drawn = helpers.representative(Split, 5, 0, exclude=torch.tensor([0, 1, 2]))
+    assert len(drawn) == 5 and not {0, 1, 2} & set(drawn.tolist())
+    assert torch.equal(drawn, helpers.representative(Split, 5, 0, exclude=[2, 1, 0]))
+
+
 def test_pca_with_all_components_is_exact_and_fewer_are_worse():
     x = torch.rand(10, 3, 8, 8)
     pca = helpers.PCA(x)
