@@ -1257,7 +1257,7 @@ def wrap(text, width=14):
     return "\n".join(textwrap.wrap(text, width))
 
 
-def representative(split, count, seed, exclude=()):
+def random_pick(split, count, seed, exclude=()):
     """A seeded random draw of `count` unique emoji of a split (indices into originals),
     leaving out those in `exclude`."""
     generator = torch.Generator().manual_seed(seed)

@@ -40,12 +40,12 @@ def test_against_baseline_counts_epochs_from_one():
     assert helpers.against_baseline(history, 0.01)["first_epoch_below"] is None
 
 
-def test_representative_draw_leaves_out_what_it_is_told():
+def test_random_pick_leaves_out_what_it_is_told():
     class Split:
         texts = [str(i) for i in range(10)]
-    drawn = helpers.representative(Split, 5, 0, exclude=torch.tensor([0, 1, 2]))
+    drawn = helpers.random_pick(Split, 5, 0, exclude=torch.tensor([0, 1, 2]))
     assert len(drawn) == 5 and not {0, 1, 2} & set(drawn.tolist())
-    assert torch.equal(drawn, helpers.representative(Split, 5, 0, exclude=[2, 1, 0]))
+    assert torch.equal(drawn, helpers.random_pick(Split, 5, 0, exclude=[2, 1, 0]))
 
 
 def test_pca_with_all_components_is_exact_and_fewer_are_worse():
