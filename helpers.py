@@ -1056,8 +1056,8 @@ def cats_for_training(data, pairs, fold, seed):
 
 
 def fit_fold_models(data, config, pairs, latent_dim):
-    """One autoencoder per fold, at the run's recipe and budget, trained on the subset and
-    the cat faces of the other folds: no model sees the cat face of a pair it is tested on."""
+    """One autoencoder per fold, at the run's recipe and budget, trained on the training split
+    and the cat faces of the other folds: no model sees the cat face of a pair it is tested on."""
     jobs = [Job(config.model(latent_dim), config.recipe(),
                 cats_for_training(data, pairs, fold, config.seed + f))
             for f, fold in enumerate(pairs.folds())]
