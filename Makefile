@@ -68,7 +68,6 @@ pdf:
 			--no-prompt --TagRemovePreprocessor.enabled=True \
 			--TagRemovePreprocessor.remove_input_tags='["remove-input"]' \
 			--TagRemovePreprocessor.remove_cell_tags='["remove-cell", "injected-parameters"]' \
-			--TagRemovePreprocessor.remove_all_outputs_tags='["remove-output"]' \
 			--log-level WARN && \
 		mv "$(RUN_DIR)/report/.pdf-tmp/homework2.pdf" "$(RUN_DIR)/report/homework2.pdf" && \
 		rm -rf "$(RUN_DIR)/report/.pdf-tmp"; \

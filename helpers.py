@@ -932,6 +932,11 @@ def loss_balance(history, lam):
             "val_kept": ratio("val", kept)}
 
 
+def majority_class(split):
+    """The class of most of a split's unique emoji (the lower index on a tie)."""
+    return int(torch.bincount(split.labels).argmax())
+
+
 def compare_parts(model1, model2, data, seed):
     """Part 2's model (with a class head) against Part 1's on the test split.
 
@@ -943,7 +948,7 @@ def compare_parts(model1, model2, data, seed):
     test = data["test"]
     result1, result2 = evaluate(model1, test.x), evaluate(model2, test.x, test.y)
     predicted = result2["logits"].argmax(1)
-    majority = int(data["train"].y.mode().values)
+    majority = majority_class(data["train"])
     correct, is_majority = (predicted == test.y).double(), (test.y == majority).double()
     interval = lambda values: bootstrap(values, test.origin, seed)
     originals = to_float(test.originals)
@@ -1003,6 +1008,11 @@ class Pairs:
 
     def fold_of(self, pair):
         return pair % CAT_FOLDS
+
+    def index_of(self, human_face):
+        """The pair whose human face is named `human_face`, else the last pair."""
+        names = [without for _, without in self.names]
+        return names.index(human_face) if human_face in names else len(names) - 1
 
     def others(self, pair):
         """Every pair but one: what its attribute vector is averaged over."""

@@ -48,6 +48,19 @@ def test_random_pick_leaves_out_what_it_is_told():
     assert torch.equal(drawn, helpers.random_pick(Split, 5, 0, exclude=[2, 1, 0]))
 
 
+def test_majority_class_counts_unique_emoji_not_images():
+    class Split:
+        labels = torch.tensor([2, 0, 2, 1, 2])
+        y = torch.tensor([0] * 20 + [2] * 5)   # the augmented images must not decide it
+    assert helpers.majority_class(Split) == 2
+
+
+def test_the_example_pair_falls_back_to_the_last_one():
+    pairs = helpers.Pairs(names=[("crying cat face", "crying face"), ("pouting cat face", "pouting face")],
+                          with_images=None, without_images=None, unpaired=None, missing=[])
+    assert pairs.index_of("crying face") == 0 and pairs.index_of("weary face") == 1
+
+
 def test_pca_with_all_components_is_exact_and_fewer_are_worse():
     x = torch.rand(10, 3, 8, 8)
     pca = helpers.PCA(x)
