@@ -1181,6 +1181,9 @@ def held_out_analogies(models, classifiers, pairs, seed):
         "latent_identity": sum(out["latent_identity"]), "pixel_identity": sum(out["pixel_identity"]),
         "latent_sharpness": sharpness(out["latent_image"]),
         "truth_sharpness": sharpness(pairs.with_images)}
+    out["summary"] |= {f"{kind}_ears": ear_coverage(out[f"{kind}_image"]) for kind in kinds[:3]}
+    out["summary"] |= {"truth_ears": ear_coverage(pairs.with_images),
+                       "human_ears": ear_coverage(pairs.without_images)}
     return out
 
 
@@ -1209,6 +1212,16 @@ def analogy_row(model, pairs, target, donor, scales=(0.0, 0.5, 1.0, 1.5, 2.0)):
     truth = pairs.with_images[target]
     mse = {k: float((images[k] - truth).pow(2).mean()) for k in ("single", "averaged")}
     return images, mse, list(scales), others
+
+
+def ear_coverage(images):
+    """Share of coloured (not near-white) pixels in the two boxes at the top corners where the
+    cat faces draw their ears and the round human faces leave white background."""
+    side = images.shape[-1]
+    rows, left = slice(0, side * 10 // 64), slice(side * 6 // 64, side * 16 // 64)
+    right = slice(side - side * 16 // 64, side - side * 6 // 64)
+    boxes = torch.cat([images[..., rows, left], images[..., rows, right]], dim=-1)
+    return float((boxes.min(dim=-3).values < 0.8).float().mean())
 
 
 def sharpness(images):

@@ -286,6 +286,15 @@ def test_a_fold_model_never_trains_on_the_cat_faces_of_its_fold(face_data):
     assert len(extra) == round(3 * per_emoji)
 
 
+def test_ear_coverage_reads_the_top_corners_only():
+    white = torch.ones(2, 3, 64, 64)
+    assert helpers.ear_coverage(white) == 0
+    eared = white.clone()
+    eared[:, :, :10, :32] = torch.tensor([1.0, 0.6, 0.1]).view(3, 1, 1)   # left ear box coloured
+    eared[:, :, 20:, :] = 0.0                                             # the face below does not count
+    assert helpers.ear_coverage(eared) == 0.5
+
+
 def test_cat_classifier_learns_a_visible_difference():
     generator = torch.Generator().manual_seed(0)
     cats = torch.rand(4, 3, 16, 16, generator=generator) * 0.2 + torch.tensor([0.8, 0.1, 0.1]).view(3, 1, 1)
