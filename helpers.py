@@ -1009,9 +1009,13 @@ class Pairs:
     def fold_of(self, pair):
         return pair % CAT_FOLDS
 
+    @property
+    def human_faces(self):
+        return [without for _, without in self.names]
+
     def index_of(self, human_face):
         """The pair whose human face is named `human_face`, else the last pair."""
-        names = [without for _, without in self.names]
+        names = self.human_faces
         return names.index(human_face) if human_face in names else len(names) - 1
 
     def others(self, pair):
@@ -1135,8 +1139,9 @@ def held_out_analogies(models, classifiers, pairs, seed):
     None when there are fewer than MIN_HELD_OUT_PAIRS pairs. Per pair: the MSE to the true cat
     face of the decoded latent composite, the same arithmetic on pixels (clipped), the
     unchanged reconstruction and the reconstruction of the true cat face itself (the floor);
-    the classifier's P(cat) of the first three; and whether each composite is nearer its own
-    human face than any other pair's (identity kept).
+    the classifier's P(cat) of the first three; whether each composite is nearer its own
+    human face than any other pair's (identity kept); and the latent composite's ear coverage
+    and sharpness beside the true cat face's.
     """
     if not pairs.held_out:
         return None
@@ -1166,6 +1171,9 @@ def held_out_analogies(models, classifiers, pairs, seed):
                 out[f"{kind}_identity"][i] = int(distance.argmin()) == i
     for kind in kinds:
         out[f"{kind}_image"] = torch.stack(out[f"{kind}_image"])
+    out["latent_ears"] = [ear_coverage(image[None]) for image in out["latent_image"]]
+    out["latent_sharpness"] = [sharpness(image[None]) for image in out["latent_image"]]
+    out["truth_sharpness"] = [sharpness(image[None]) for image in pairs.with_images]
     latent, pixel = out["latent_mse"], out["pixel_mse"]
     mean = lambda values: sum(values) / len(values)
     interval = lambda values: bootstrap(values, torch.arange(n), seed)
