@@ -1187,11 +1187,10 @@ def held_out_analogies(models, classifiers, pairs, seed):
         "pixel_cats": sum(p >= 0.5 for p in out["pixel_p_cat"]),
         "unchanged_cats": sum(p >= 0.5 for p in out["unchanged_p_cat"]),
         "latent_identity": sum(out["latent_identity"]), "pixel_identity": sum(out["pixel_identity"]),
-        "latent_sharpness": sharpness(out["latent_image"]),
-        "truth_sharpness": sharpness(pairs.with_images)}
-    out["summary"] |= {f"{kind}_ears": ear_coverage(out[f"{kind}_image"]) for kind in kinds[:3]}
-    out["summary"] |= {"truth_ears": ear_coverage(pairs.with_images),
-                       "human_ears": ear_coverage(pairs.without_images)}
+        "latent_sharpness": mean(out["latent_sharpness"]), "truth_sharpness": mean(out["truth_sharpness"]),
+        "latent_ears": mean(out["latent_ears"]), "pixel_ears": ear_coverage(out["pixel_image"]),
+        "unchanged_ears": ear_coverage(out["unchanged_image"]), "truth_ears": ear_coverage(pairs.with_images),
+        "human_ears": ear_coverage(pairs.without_images)}
     return out
 
 
