@@ -59,7 +59,9 @@ report: setup data
 	$(MAKE) --no-print-directory pdf RUN_DIR="$(RUN_DIR)"
 
 # The PDF hides setup cells and the code of formatting cells (cell tags), written aside and
-# moved into place, so a failed conversion leaves the previous PDF.
+# moved into place, so a failed conversion leaves the previous PDF. Then the answers check:
+# every number in a markdown answer must be one the run produced (it fails only for the
+# committed run; other runs print their mismatches).
 pdf:
 	@if command -v xelatex >/dev/null && command -v pandoc >/dev/null; then \
 		rm -rf "$(RUN_DIR)/report/.pdf-tmp" && \
@@ -72,6 +74,7 @@ pdf:
 		mv "$(RUN_DIR)/report/.pdf-tmp/homework2.pdf" "$(RUN_DIR)/report/homework2.pdf" && \
 		rm -rf "$(RUN_DIR)/report/.pdf-tmp"; \
 	else echo "xelatex or pandoc missing: no PDF (see 'make system')."; fi
+	$(PY) runs.py check-answers "$(RUN_DIR)"
 
 test: setup data
 	$(PY) -m pytest tests -q

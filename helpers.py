@@ -470,41 +470,6 @@ class Autoencoder(nn.Module):
         return self.decoder(z), z, logits
 
 
-def summary(model):
-    """The model block by block (from torchinfo's pass over one image): each block's layers
-    with kernel, stride, normalisation and activation, its output shape and parameters."""
-    import pandas as pd
-    from torchinfo import summary as torchinfo_summary
-
-    size = model.config.image_size
-    stats = torchinfo_summary(model, input_size=(1, 3, size, size), depth=2, device="cpu",
-                              verbose=0)
-    blocks = [b for b in stats.summary_list if b.depth == 2 or (b.depth == 1 and b.is_leaf_layer)]
-    rows = [{"part": block.parent_info.var_name if block.depth == 2 else block.var_name,
-             "layers": ", ".join(map(describe_layer, list(block.module.children()) or [block.module])),
-             "output": " x ".join(map(str, block.output_size[1:])),
-             "parameters": block.num_params} for block in blocks]
-    rows.append({"part": "total", "layers": "", "output": "",
-                 "parameters": stats.total_params})
-    return pd.DataFrame(rows)
-
-
-def describe_layer(layer):
-    """A layer in a few words: kind, kernel and stride, sizes."""
-    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-        kind = "conv" if isinstance(layer, nn.Conv2d) else "transposed conv"
-        (k, _), (s, _) = layer.kernel_size, layer.stride
-        return f"{kind} {k}x{k} stride {s}"
-    if isinstance(layer, nn.Linear):
-        return f"linear {layer.in_features} -> {layer.out_features}"
-    if isinstance(layer, nn.LeakyReLU):
-        return f"LeakyReLU({layer.negative_slope:g})"
-    if isinstance(layer, nn.Unflatten):
-        return "reshape"
-    return {"BatchNorm2d": "BatchNorm", "Flatten": "flatten"}.get(type(layer).__name__,
-                                                                   type(layer).__name__)
-
-
 def count_parameters(module):
     return sum(p.numel() for p in module.parameters())
 
@@ -550,6 +515,7 @@ def batch_losses(model, x, y, lam, bf16):
 
 
 WARMUP_SHARE = 0.3   # the one-cycle schedule's share of steps spent raising the learning rate
+BUDGET_GAIN = 0.10   # a budget is enough when doubling it gains less than this (validation MSE)
 
 
 def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None, device=None):
@@ -775,6 +741,8 @@ def train_at_budget(data, config, sweep):
     check["gain_to_budget"] = relative_drop(check["half_val_mse"], check["val_mse"]) \
         if half else None
     check["gain_to_doubled"] = relative_drop(check["val_mse"], check["doubled_val_mse"])
+    check["threshold"] = BUDGET_GAIN
+    check["enough"] = check["gain_to_doubled"] < BUDGET_GAIN
     return kept, doubled, check
 
 
@@ -1191,6 +1159,9 @@ def held_out_analogies(models, classifiers, pairs, seed):
         "latent_ears": mean(out["latent_ears"]), "pixel_ears": ear_coverage(out["pixel_image"]),
         "unchanged_ears": ear_coverage(out["unchanged_image"]), "truth_ears": ear_coverage(pairs.with_images),
         "human_ears": ear_coverage(pairs.without_images)}
+    shares = [f / l for f, l in zip(out["floor_mse"], latent)]
+    out["summary"] |= {"floor_share": mean(out["floor_mse"]) / mean(latent),
+                       "floor_share_range": [min(shares), max(shares)]}
     return out
 
 
@@ -1272,6 +1243,31 @@ def show_images(rows, row_titles=None, col_titles=None, size=1.0, title=None, fo
         fig.suptitle(figure_text(title), fontsize=fontsize + 0.5)
         top = 1 - 2 * text_in / height
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, top))
+    return fig
+
+
+def show_equation(images, titles, operators, size=0.85, fontsize=7.5, title=None):
+    """One row of images with an operator ('-', '+', '=', or '' for a gap) printed between
+    each image and the next, as the course writes latent arithmetic."""
+    import matplotlib.pyplot as plt
+
+    widths = [w for k in range(len(images)) for w in ([1.0] if k == 0 else [0.28, 1.0])]
+    line = fontsize / 72 * 1.25
+    above = (max(t.count("\n") + 1 for t in titles) + (1.6 if title else 0)) * line
+    height = size + above + 0.1
+    fig, axes = plt.subplots(1, len(widths), figsize=(size * sum(widths) + 0.2, height),
+                             gridspec_kw={"width_ratios": widths, "wspace": 0.04})
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.05 / height, top=(0.05 + size) / height)
+    for ax in axes:
+        ax.axis("off")
+    for k, (image, text) in enumerate(zip(images, titles)):
+        axes[2 * k].imshow(image.float().permute(1, 2, 0).clamp(0, 1).numpy())
+        axes[2 * k].set_title(figure_text(text), fontsize=fontsize)
+    for k, operator in enumerate(operators):
+        axes[2 * k + 1].text(0.5, 0.5, operator, fontsize=fontsize + 8, ha="center", va="center",
+                             transform=axes[2 * k + 1].transAxes)
+    if title:
+        fig.suptitle(figure_text(title), fontsize=fontsize + 0.5, y=1 - 0.1 / height, va="top")
     return fig
 
 

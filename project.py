@@ -91,11 +91,12 @@ def submission_problems(root=helpers.REPO_ROOT):
                         "(or `make report PARAMS=\"-p group_members 'A. Name, B. Name'\"`).")
     current = runs.provenance(root / "homework2.ipynb")
     for key, what in (("helpers_sha256", "helpers.py"), ("notebook_code_sha256", "the notebook's code"),
-                      ("notebook_markdown_sha256", "the notebook's text"),
                       ("requirements_sha256", "requirements.txt")):
         if metrics.get("provenance", {}).get(key) != current[key]:
             problems.append(f"{what} changed since the run, so the PDF and the outputs no longer "
                             "match it. Run `make report` again.")
+    problems += [f"answers check: {p} Edit the answer, then `make pdf`."
+                 for p in runs.check_answers(root / "homework2.ipynb", root / runs.Run.METRICS)]
     for name in ("weights/part1_autoencoder.pt", "weights/part2_multitask.pt",
                  "latents/part1_latents.pt", "latents/part2_latents.pt"):
         payload = read(name, lambda p: torch.load(p, weights_only=True)) if (root / name).is_file() else {}

@@ -2,9 +2,11 @@
 
   1. RunConfig: every notebook parameter, checked once, and the model configuration and
      training recipe it hands out
-  2. Report: the answers' sentences whose truth depends on the run (claims), and Markdown
+  2. Tables and text for the display cells (Markdown in Jupyter, LaTeX in the PDF)
   3. Run folder: one run at a time (a file lock), staging, atomic writes, weights and
      latents, and the provenance of the numbers
+  4. The answers check: every number a markdown answer quotes is one the run produced
+     (`python runs.py check-answers RUN_DIR`)
 The notebook's hidden setup cell uses this module; its visible cells call only helpers.py.
 """
 import ast
@@ -197,39 +199,8 @@ def check_class_words(class_words):
 
 
 # ----------------------------------------------------------------------------------------
-# 2. Report: claims and Markdown
+# 2. Tables and text for the notebook's display cells
 # ----------------------------------------------------------------------------------------
-
-class Report:
-    """The claims of the answers: sentences whose truth depends on the run.
-
-    `claim` renders a sentence (named fields only) and records it with `holds`, a boolean the
-    notebook computed from the run; when it is false, a warning is shown right under it.
-    """
-
-    def __init__(self):
-        self.claims = []
-
-    def claim(self, claim_id, sentence, holds, **values):
-        if not isinstance(holds, (bool, np.bool_)):
-            raise TypeError(f"claim {claim_id!r}: holds must be a boolean, not {holds!r}.")
-        holds = bool(holds)
-        text = sentence.format(**values)
-        self.claims.append({"id": claim_id, "text": text, "holds": holds,
-                            "values": values})
-        if holds:
-            return text
-        return (f"{text}\n\n> **Warning: this run contradicts the sentence above** "
-                f"(claim `{claim_id}`).\n\n")
-
-    def show(self, *sentences):
-        """Display sentences as one paragraph of Markdown."""
-        show_markdown(" ".join(s for s in sentences if s))
-
-    def bullets(self, *items):
-        """Display items as a Markdown list."""
-        show_markdown("\n".join(f"- {item}" for item in items if item))
-
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|$~^@&])")
 
@@ -238,12 +209,6 @@ def plain(text):
     """User or data text (names, words, paths) escaped so that Markdown, pandoc and LaTeX
     print it as it is: no emphasis, math, raw LaTeX or HTML from it."""
     return MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
-
-
-def show_markdown(text):
-    from IPython.display import Markdown, display
-
-    display(Markdown(text))
 
 
 def strict_json(value):
@@ -460,7 +425,7 @@ class Run:
         on disk while the run was going."""
         if provenance() != self.provenance:
             raise RuntimeError(
-                "helpers.py, requirements.txt or the notebook changed while this run was going, "
+                "helpers.py, requirements.txt or the notebook's code changed while this run was going, "
                 f"so its outputs may come from either version; nothing was moved into {self.dir}. "
                 "Run the notebook again.")
         for name in self.FOLDERS:
@@ -516,31 +481,163 @@ def load_model(path, expected_config=None, device="cpu"):
     return model.to(device).eval(), payload
 
 
-def notebook_sha256(notebook_path=NOTEBOOK):
-    """sha256 of the notebook's code cells and of its markdown cells, read once (papermill's
-    injected cell left out)."""
+def notebook_code_sha256(notebook_path=NOTEBOOK):
+    """sha256 of the notebook's code cells (papermill's injected cell left out). The markdown
+    is not hashed: an answer's wording can change without a new run (the answers check
+    keeps its numbers true)."""
     import nbformat
 
-    cells = [c for c in nbformat.read(str(notebook_path), as_version=4).cells
-             if "injected-parameters" not in c.metadata.get("tags", [])]
-    digest = lambda kind: hashlib.sha256("\n\n".join(
-        c.source for c in cells if c.cell_type == kind).encode("utf-8")).hexdigest()
-    return digest("code"), digest("markdown")
+    cells = nbformat.read(str(notebook_path), as_version=4).cells
+    return hashlib.sha256("\n\n".join(
+        c.source for c in cells if c.cell_type == "code"
+        and "injected-parameters" not in c.metadata.get("tags", [])).encode("utf-8")).hexdigest()
 
 
 def provenance(notebook_path=NOTEBOOK):
-    """Hashes of what makes a run and its report (the method, the notebook's code and text,
-    the pinned requirements, all beside the notebook; not this bookkeeping), and the
-    versions it ran with."""
+    """Hashes of what makes a run's numbers (the method, the notebook's code, the pinned
+    requirements, all beside the notebook; not this bookkeeping, not the answers' text),
+    and the versions it ran with."""
     import platform
 
     import datasets
 
     root = Path(notebook_path).parent
     digest = lambda name: hashlib.sha256((root / name).read_bytes()).hexdigest()
-    code, markdown = notebook_sha256(notebook_path)
     return {"helpers_sha256": digest("helpers.py"),
-            "notebook_code_sha256": code, "notebook_markdown_sha256": markdown,
+            "notebook_code_sha256": notebook_code_sha256(notebook_path),
             "requirements_sha256": digest("requirements.txt"),
             "torch": torch.__version__, "datasets": datasets.__version__,
             "python": platform.python_version()}
+
+
+# ----------------------------------------------------------------------------------------
+# 4. The answers check
+# ----------------------------------------------------------------------------------------
+
+# A number as an answer writes it: optional sign, digits (thousands separated by commas), an
+# optional fraction and an optional percent sign. Not inside a word or a longer number.
+NUMBER = re.compile(r"(?<![\w.,-])([+-]?)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(\s?%)?(?![\w.]\d)")
+# What is not a number of the run: inline code, numbered-list markers, the question labels,
+# part numbers, and the assignment's own constants where they are written as such.
+NOT_RUN_NUMBERS = re.compile("|".join([
+    r"`[^`]*`", r"^\s*\d+\.\s", r"\b[123][a-g]\b", r"\bParts? [123](?: and [123])?\b",
+    r"\bCS 449\b", r"\b60/20/20\b", r"\b64x64\b", r"\b2,749\b", r"\b95%"]), re.M)
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """A number as written: its value, its decimals, and whether it is a percentage or signed."""
+    text: str
+    value: float
+    decimals: int
+    percent: bool
+    signed: bool
+
+    def matches(self, value):
+        """Whether `value` (a fraction where this is a percentage) prints as this number. A
+        whole number written without a percent sign (a count) matches only a whole number."""
+        if not self.percent and not self.decimals and value != int(value):
+            return False
+        shown = value * 100 if self.percent else value
+        shown = shown if self.signed else abs(shown)
+        return round(shown, self.decimals) == round(self.value, self.decimals)
+
+
+def quoted_numbers(text):
+    """The numbers a piece of markdown or output text writes, as Quoted."""
+    text = text.replace("\u2212", "-")
+    found = []
+    for match in NUMBER.finditer(text):
+        sign, whole, fraction, percent = match.groups()
+        value = float(whole.replace(",", "") + (fraction or ""))
+        found.append(Quoted(match.group(0).strip(), -value if sign == "-" else value,
+                            len(fraction) - 1 if fraction else 0, bool(percent), bool(sign)))
+    return found
+
+
+def run_values(metrics, cells):
+    """Every number the run produced: metrics.json's leaves (with their keys) and the numbers
+    printed in the notebook's outputs (a printed percentage as a fraction)."""
+    values = []
+
+    def walk(value, key):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else k)
+        elif isinstance(value, list):
+            for k, v in enumerate(value):
+                walk(v, f"{key}[{k}]")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            values.append((float(value), f"metrics.json {key}"))
+
+    walk(metrics, "")
+    for index, cell in enumerate(cells):
+        for output in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            data = output.get("data", {})
+            text = output.get("text", "") or data.get("text/markdown", "") or data.get("text/plain", "")
+            for number in quoted_numbers("".join(text)):
+                value = number.value / 100 if number.percent else number.value
+                values.append((value, f"output of cell {index}"))
+    return values
+
+
+def check_answers(notebook_path, metrics_path):
+    """Every number of the notebook's markdown that no number of the run prints as: one line
+    per mismatch, naming the cell and its label, the number and the run's nearest value."""
+    import nbformat
+
+    cells = nbformat.read(str(notebook_path), as_version=4).cells
+    values = run_values(json.loads(Path(metrics_path).read_text()), cells)
+    problems, label = [], "title"
+    for index, cell in enumerate(cells):
+        if cell.cell_type != "markdown":
+            continue
+        heading = re.search(r"^#+\s+([123][a-g])\.", cell.source, re.M)
+        label = heading.group(1) if heading else label
+        for number in quoted_numbers(NOT_RUN_NUMBERS.sub(" ", cell.source)):
+            if any(number.matches(v) for v, _ in values):
+                continue
+            target = number.value / 100 if number.percent else number.value
+            value, where = min(values, key=lambda item: abs(abs(item[0]) - abs(target)))
+            problems.append(f"cell {index} ({label}): '{number.text}' is no number of this run; "
+                            f"the nearest is {value:.6g} ({where}).")
+    return problems
+
+
+def is_committed_run(run_dir, metrics):
+    """The run in the repository root with the notebook's default, full parameters: its
+    answers must match it exactly."""
+    config = metrics.get("config", {})
+    defaults = notebook_defaults() | {"run_dir": config.get("run_dir"), "source": config.get("source")}
+    return Path(run_dir).resolve() == helpers.REPO_ROOT and config == defaults
+
+
+def main(argv):
+    """python runs.py check-answers RUN_DIR: print every mismatch; fail only for the
+    committed run (another run's answers are the committed run's, so they may differ)."""
+    if len(argv) != 2 or argv[0] != "check-answers":
+        raise SystemExit("usage: python runs.py check-answers RUN_DIR")
+    run_dir = Path(argv[1])
+    metrics_path, notebook_path = run_dir / Run.METRICS, run_dir / "homework2.ipynb"
+    if not metrics_path.is_file() or not notebook_path.is_file():
+        raise SystemExit(f"check-answers: {run_dir} holds no finished run (homework2.ipynb and "
+                         f"{Run.METRICS}). Run `make report RUN_DIR={run_dir}` first.")
+    problems = check_answers(notebook_path, metrics_path)
+    strict = is_committed_run(run_dir, json.loads(metrics_path.read_text()))
+    if not problems:
+        print(f"Answers check: every number in the answers of {notebook_path} is one its run produced.")
+        return 0
+    print(f"Answers check: {len(problems)} number(s) in the answers are not this run's:")
+    print("\n".join(f"- {p}" for p in problems))
+    if strict:
+        print("This is the committed run: edit those answers to the run's numbers, then `make pdf`.")
+        return 1
+    print("Not the committed run (other parameters, folder or quick mode): the answers are the "
+          "committed run's, so these are reported, not enforced.")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -14,6 +14,11 @@ import runs  # noqa: E402
 os.environ[runs.OUTSIDE_REPO_OVERRIDE] = "1"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs the notebook or trains in worker processes "
+                            "(pytest -m 'not slow' leaves them out)")
+
+
 def config(**changes):
     """The notebook's default configuration, with changes; the mirror as the source."""
     return runs.RunConfig.defaults(**({"source": "mirror"} | changes))

@@ -1,5 +1,5 @@
-"""The committed outputs: they exist, come from one full run of the committed code, hold
-every claim they make, and reproduce."""
+"""The committed outputs: they exist, come from one full run of the committed code, and
+reproduce (what the answers say of them: test_answers.py)."""
 import ast
 import json
 import re
@@ -37,32 +37,12 @@ def cells():
     return json.loads(NOTEBOOK.read_text())["cells"]
 
 
-def test_metrics_hold_every_reported_key(metrics):
-    for section, keys in {
-        "data": ["source", "subset_size", "split_sizes", "excluded"],
-        "part1": ["latent_dim", "test_mse", "pca_test_mse", "ratio_to_pca", "sweep", "rule",
-                  "test_mse_ci", "steps", "budget_check", "difference_to_pca_ci"],
-        "part2": ["lambda", "test_mse", "test_accuracy", "majority_baseline_accuracy", "per_seed",
-                  "test_accuracy_ci", "majority_baseline_ci", "class_rules", "recall",
-                  "accuracy_minus_majority_ci", "original_test_mse"],
-        "part3": ["attribute", "analogy", "folds", "fold_models"],
-        "runtime": ["device", "cpu", "seconds", "part1_seconds", "part2_seconds"],
-        "provenance": ["helpers_sha256", "notebook_code_sha256"],
-        "run": ["id"],
-    }.items():
-        assert set(keys) <= set(metrics[section]), section
-    analogy = metrics["part3"]["analogy"]
-    for key in ("pairs", "latent_mse", "pixel_mse", "unchanged_mse", "floor_mse", "latent_wins",
-                "latent_mse_ci", "pixel_mse_ci", "p_cat", "classifier"):
-        assert key in analogy
-    assert all(len(analogy["p_cat"][k]) == analogy["pairs"] for k in ("latent", "pixel", "unchanged"))
-    assert all(len(analogy["per_pair"][k]) == analogy["pairs"] for k in ("latent_mse", "pixel_mse", "floor_mse"))
-    assert analogy["latent_mse"] == pytest.approx(sum(analogy["per_pair"]["latent_mse"]) / analogy["pairs"])
-    assert "original_test_mse" in metrics["part1"]
-    assert [r["latent_dim"] for r in metrics["part1"]["sweep"]] == metrics["config"]["latent_dims"]
-    for key in ("steps", "val_mse", "doubled_steps", "doubled_val_mse"):
-        assert key in metrics["part1"]["budget_check"]
+def test_metrics_record_the_whole_configuration_and_every_sweep_size(metrics):
     assert set(metrics["config"]) == set(runs.notebook_defaults())
+    assert [r["latent_dim"] for r in metrics["part1"]["sweep"]] == metrics["config"]["latent_dims"]
+    analogy = metrics["part3"]["analogy"]
+    assert analogy["latent_mse"] == pytest.approx(sum(analogy["per_pair"]["latent_mse"]) / analogy["pairs"])
+    assert all(len(analogy["per_pair"][k]) == analogy["pairs"] for k in ("latent_mse", "pixel_mse", "latent_p_cat"))
 
 
 def test_no_fold_model_trained_on_a_cat_face_it_is_judged_on(metrics):
@@ -87,11 +67,6 @@ def test_the_committed_run_is_a_full_run(metrics):
                                  "source": metrics["config"]["source"]}
 
 
-def test_every_committed_claim_holds(metrics):
-    assert len(metrics["claims"]) >= 10
-    assert [c["id"] for c in metrics["claims"] if not c["holds"]] == []
-
-
 def test_committed_outputs_are_not_stale(metrics):
     """Fails when helpers.py or the notebook's code changed after the committed run."""
     provenance = runs.provenance(NOTEBOOK)
@@ -102,9 +77,11 @@ def test_committed_outputs_are_not_stale(metrics):
 
 
 def test_weights_latents_notebook_and_pdf_come_from_one_run(metrics):
-    """Only the group's names are missing for a submission; everything else matches."""
+    """Nothing stands in the way of a submission but, while they are not set, the group's names."""
     problems = project.submission_problems(ROOT)
-    assert len(problems) == 1 and problems[0].startswith("group_members is empty")
+    names_missing = [p for p in problems if p.startswith("group_members is empty")]
+    assert bool(names_missing) == (not metrics["config"]["group_members"].strip())
+    assert [p for p in problems if p not in names_missing] == []
 
 
 def test_part1_weights_reproduce_the_reported_test_mse(metrics, run_data):
@@ -149,13 +126,6 @@ def test_notebook_defines_no_function_and_shows_little_code(cells):
     for c in code:
         if {"remove-input", "remove-cell"} & set(c["metadata"].get("tags", [])):
             assert c["metadata"]["jupyter"]["source_hidden"] is True
-
-
-def test_static_markdown_holds_no_number_of_the_run(cells):
-    for c in cells:
-        if c["cell_type"] == "markdown":
-            text = "".join(c["source"])
-            assert not re.search(r"\d\.\d{4}|\d\.\d\s?%|\d{2}\.\d", text), text[:80]
 
 
 def test_committed_notebook_holds_no_widget_state():

@@ -267,15 +267,19 @@ def submission(tmp_path):
     return root
 
 
-def test_editing_the_answers_or_the_requirements_after_the_run_is_caught(submission):
+def test_rewording_an_answer_needs_no_new_run_but_a_wrong_number_or_new_code_is_caught(submission):
     notebook = json.loads((submission / "homework2.ipynb").read_text())
-    markdown = next(c for c in notebook["cells"] if c["cell_type"] == "markdown")
-    markdown["source"] = ["An answer written after the run."]
+    answer = next(c for c in notebook["cells"] if c["cell_type"] == "markdown"
+                  and "**The final average test error is" in "".join(c["source"]))
+    answer["source"] = ["### 1f. Error on the test set\nReworded: the test error is 0.0123 per pixel."]
+    (submission / "homework2.ipynb").write_text(json.dumps(notebook))
+    assert project.submission_problems(submission) == project.submission_problems(ROOT)
+    answer["source"] = ["### 1f. Error on the test set\nThe test error is 0.0871 per pixel."]
     (submission / "homework2.ipynb").write_text(json.dumps(notebook))
     with open(submission / "requirements.txt", "a") as f:
         f.write("requests==2.0\n")
     problems = " ".join(project.submission_problems(submission))
-    assert "the notebook's text changed since the run" in problems
+    assert "answers check: cell" in problems and "'0.0871' is no number of this run" in problems
     assert "requirements.txt changed since the run" in problems
 
 
