@@ -1,7 +1,6 @@
 """Models, training, configuration checks, saving and latent arithmetic, on small tensors."""
 import dataclasses
 import json
-import math
 
 import pytest
 import torch
@@ -362,3 +361,14 @@ def test_labels_list_markers_code_and_the_assignments_constants_are_not_run_numb
             "see 2d and Parts 1 and 2, `Sequential: 1-1`, then 0.0122 and 4x4 kernels and 63/21/21.")
     left = runs.quoted_numbers(runs.NOT_RUN_NUMBERS.sub(" ", text))
     assert [n.text for n in left] == ["0.0122", "63", "21", "21"]
+
+
+def test_a_latent_dim_outside_the_sweep_has_no_half_budget_point(face_data):
+    """latent_dim set to a size the sweep did not train: the budget check has no half-budget
+    value and says so with None instead of failing."""
+    quick = config(steps=8, batch_size=64, latent_dims=[4], latent_dim=6)
+    sweep = helpers.latent_sweep(face_data, quick, helpers.PCA(face_data["train"].x))
+    assert (sweep.chosen, sweep.rule_choice) == (6, 4)
+    kept, doubled, check = helpers.train_at_budget(face_data, quick, sweep)
+    assert check["half_val_mse"] is None and check["gain_to_budget"] is None
+    assert check["enough"] == (check["gain_to_doubled"] < check["threshold"])
