@@ -1,6 +1,11 @@
 # Two commands do everything on a fresh machine: `make report` and `make test`.
 # Each installs what it needs first (Python venv, TeX for the PDF, the offline data).
 
+ROOT      := $(realpath $(dir $(lastword $(MAKEFILE_LIST))))
+ifneq ($(ROOT),$(realpath $(CURDIR)))
+$(error Run make in the repository folder: make -C $(ROOT) $(MAKECMDGOALS))
+endif
+
 PYTHON    ?= python3
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -8,11 +13,10 @@ STAMP     := $(VENV)/.installed
 MIRROR    := data/emoji_mirror.parquet
 RUN_DIR   ?= .
 PARAMS    ?=
-RUN_NB    := $(RUN_DIR)/.homework2.run.ipynb
 OUT_NB    := $(RUN_DIR)/homework2.ipynb
 TEX_PKGS  := texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc
 
-.PHONY: setup system data report pdf test bench submission clean
+.PHONY: setup system data report pdf test bench submission clean distclean
 
 setup: $(STAMP) system
 
@@ -43,19 +47,14 @@ data: $(MIRROR)
 $(MIRROR): | $(STAMP) system
 	$(PY) project.py mirror
 
-# The main job: re-execute the notebook end to end, then render the PDF. The notebook moves
-# its outputs into RUN_DIR only at its very end, and the executed notebook replaces
-# $(OUT_NB) only when papermill succeeded.
-# Another output folder: make report RUN_DIR=runs/mine PARAMS="-p latent_dim 64". RUN_DIR is
-# the only way to name it: a run_dir inside PARAMS is refused.
+# The main job: re-execute the notebook end to end, then render the PDF. project.py checks
+# RUN_DIR and PARAMS (only -p NAME VALUE of the notebook's parameters) before anything
+# starts, and stops papermill, its kernel and the training processes when make is stopped.
+# The notebook moves its outputs into RUN_DIR only at its very end, and the executed notebook
+# replaces $(OUT_NB) only when papermill succeeded.
+# Another output folder: make report RUN_DIR=runs/mine PARAMS="-p latent_dim 64".
 report: setup data
-	@case "$(PARAMS)" in *run_dir*) \
-		echo "PARAMS sets run_dir: give the output folder as RUN_DIR=... instead, so the executed"; \
-		echo "notebook and the PDF go to the same folder as the outputs."; exit 2;; esac
-	mkdir -p "$(RUN_DIR)"
-	$(PY) -m papermill homework2.ipynb "$(RUN_NB)" -p run_dir "$(RUN_DIR)" $(PARAMS) \
-		--cwd "$(CURDIR)" --log-level WARNING --no-progress-bar
-	mv "$(RUN_NB)" "$(OUT_NB)"
+	$(PY) project.py run "$(RUN_DIR)" $$PPID $(PARAMS)
 	$(MAKE) --no-print-directory pdf RUN_DIR="$(RUN_DIR)"
 
 # The PDF hides setup cells and the code of formatting cells (cell tags), written aside and
@@ -63,7 +62,11 @@ report: setup data
 # every number in a markdown answer must be one the run produced (it fails only for the
 # committed run; other runs print their mismatches).
 pdf:
-	@if command -v xelatex >/dev/null && command -v pandoc >/dev/null; then \
+	@if [ ! -f "$(OUT_NB)" ]; then \
+		echo "make pdf: $(OUT_NB) does not exist; run make report RUN_DIR=$(RUN_DIR) first."; \
+		exit 2; fi
+	@trap 'echo "make pdf was stopped: $(RUN_DIR)/report/homework2.pdf is still the previous PDF; run make pdf RUN_DIR=$(RUN_DIR)"; exit 130' INT TERM HUP; \
+	if command -v xelatex >/dev/null && command -v pandoc >/dev/null; then \
 		rm -rf "$(RUN_DIR)/report/.pdf-tmp" && \
 		$(PY) -m jupyter nbconvert --to pdf "$(OUT_NB)" --output-dir "$(RUN_DIR)/report/.pdf-tmp" \
 			--output homework2 --template-file "$(CURDIR)/report/homework2.tex.j2" \
@@ -82,8 +85,14 @@ test: setup data
 bench: setup data
 	$(PY) bench.py
 
-submission: setup
+submission: setup data
 	$(PY) project.py submission
 
+# Only what a rebuild recreates; never a run's outputs (runs/, weights/, latents/, report/).
 clean:
-	rm -rf runs .pytest_cache __pycache__ tests/__pycache__
+	@echo "make clean: removing Python caches and unfinished PDF builds (the venv stays: make distclean)"
+	rm -rf .pytest_cache __pycache__ tests/__pycache__ report/.pdf-tmp runs/*/report/.pdf-tmp
+
+distclean: clean
+	@echo "make distclean: also removing the virtual environment $(VENV)"
+	rm -rf $(VENV)

@@ -96,11 +96,11 @@ def load_emoji_dataset(source="auto", mirror_path=MIRROR_PATH, hub_timeout=3.0):
                 f"source='mirror': {mirror_path} does not exist. Build it with `make data`.")
         dataset = _load_parquet(mirror_path, "source='mirror'")
     elif str(source).endswith(".parquet"):
-        if not Path(source).is_file():
+        if not Path(source).expanduser().is_file():
             raise FileNotFoundError(
                 f"source={source!r}: no such parquet file. Give an existing path, "
                 "or use source='mirror' or 'auto'.")
-        dataset = _load_parquet(source, f"source={source!r}")
+        dataset = _load_parquet(Path(source).expanduser(), f"source={source!r}")
     else:
         raise ValueError(f"source={source!r} is unknown. Use one of: {', '.join(SOURCES)}.")
     missing = {"image", "text"} - set(dataset.column_names)
@@ -207,7 +207,7 @@ def decode_images(dataset, indices, image_size=64):
     from datasets import Image as ImageFeature
 
     raw = dataset.cast_column("image", ImageFeature(decode=False))
-    images, texts, skipped, not_square = [], [], 0, []
+    images, texts, skipped, not_square, first_problem = [], [], 0, [], None
     for i in indices:
         row = raw[int(i)]
         try:
@@ -215,25 +215,41 @@ def decode_images(dataset, indices, image_size=64):
             picture.load()
             picture = to_rgb(picture)
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, TypeError,
-                ValueError, KeyError):
+                ValueError, KeyError) as error:
             skipped += 1
+            first_problem = first_problem or undecodable(row["image"], error)
             continue
         if not isinstance(row["text"], str):
             skipped += 1
+            first_problem = first_problem or f"its text is {type(row['text']).__name__}, not a string"
             continue
         if picture.width != picture.height:
             not_square.append(f"{row['text']!r} ({picture.width}x{picture.height})")
             picture = to_square(picture)
         picture = picture.resize((image_size, image_size), Image.LANCZOS)
         images.append(torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1))
-        texts.append(row["text"].lower())
+        texts.append(clean_text(row["text"]))
     if not_square:
         print(f"Note: {len(not_square)} image(s) are not square, e.g. {not_square[0]}; each was "
               f"centred on a white square before resizing to {image_size}x{image_size}.")
     if not images:
-        raise ValueError(f"None of the {len(indices)} selected rows could be decoded "
-                         "(their images are broken or their texts are not strings).")
+        raise ValueError(f"None of the {len(indices)} selected rows could be decoded; the first "
+                         f"because {first_problem}. The image column must hold each picture's "
+                         "PNG (or JPEG) bytes and the text column strings, as on the hub.")
     return torch.stack(images), texts, skipped
+
+
+def undecodable(image, error):
+    """Why a row's image could not be decoded, in words."""
+    if isinstance(image, dict) and image.get("bytes") is None and image.get("path"):
+        return f"its image is a file path ({image['path']!r}) instead of the picture's bytes"
+    return f"its image could not be read ({type(error).__name__})"
+
+
+def clean_text(text):
+    """An emoji name as the rules compare it: lowercase, single spaces (non-breaking,
+    doubled and trailing spaces are a file's noise, not part of the name)."""
+    return " ".join(text.lower().split())
 
 
 def drop_duplicates(images, texts):
@@ -273,8 +289,11 @@ def split_indices(n, seed, labels=None, fractions=(0.6, 0.2, 0.2), class_names=N
                   texts=None):
     """Seeded split of range(n) into train/val/test, stratified by `labels` if given."""
     generator = torch.Generator().manual_seed(seed)
-    groups = [torch.arange(n)] if labels is None else [
-        torch.nonzero(labels == c).flatten() for c in range(int(labels.max()) + 1)]
+    if labels is None:
+        groups = [torch.arange(n)]
+    else:   # every class named, so a class without emoji is caught below
+        classes = len(class_names) if class_names else int(labels.max()) + 1
+        groups = [torch.nonzero(labels == c).flatten() for c in range(classes)]
     splits = {"train": [], "val": [], "test": []}
     for c, group in enumerate(groups):
         if len(group) < 3:
@@ -848,9 +867,10 @@ def classification_scores(y_true, y_pred, class_names):
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
     labels = list(range(len(class_names)))
+    present = sorted(set(map(int, y_true)))   # a class absent from y_true has no F1 to average
     recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
     return {"accuracy": float(accuracy_score(y_true, y_pred)),
-            "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
+            "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro",
                                        zero_division=0)),
             "recall": dict(zip(class_names, map(float, recall))),
             "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
@@ -1003,7 +1023,7 @@ def find_pairs(dataset, pairs=CAT_PAIRS, unpaired=UNPAIRED_CATS):
     Stops (before any training) when no pair is complete; with fewer than
     MIN_HELD_OUT_PAIRS pairs, the held-out evaluation is skipped but the row still shows.
     """
-    texts = [t.lower() if isinstance(t, str) else None for t in dataset["text"]]
+    texts = [clean_text(t) if isinstance(t, str) else None for t in dataset["text"]]
     where = {t: i for i, t in reversed(list(enumerate(texts))) if t}
     found = [p for p in pairs if p[0] in where and p[1] in where]
     alone = [name for name in unpaired if name in where]

@@ -1,14 +1,23 @@
-"""What only the Makefile needs: the offline mirror, and the checked submission zip.
+"""What only the Makefile needs: the offline mirror, the notebook run, and the checked
+submission zip.
 
   python project.py mirror       build data/emoji_mirror.parquet from the npm package
+  python project.py run RUN_DIR MAKE_PID [PARAMS...]
+                                 check RUN_DIR and PARAMS, execute the notebook into RUN_DIR,
+                                 and stop it when make (process MAKE_PID) is stopped
   python project.py submission   check the deliverables, then write homework2.zip
 """
+import difflib
 import io
 import json
+import math
+import os
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -52,6 +61,87 @@ def build_mirror(path=helpers.MIRROR_PATH):
                                 features=helpers.hub_features())
     runs.atomic_write(path, lambda tmp: dataset.to_parquet(tmp))
     return Path(path)
+
+
+PARAM_FLAGS = ("-p", "--parameters", "-y", "--parameters_yaml", "-r", "--parameters_raw")
+
+
+def check_params(tokens, known):
+    """Refuse, in one line, PARAMS that are not all `-p NAME VALUE` (or -y, -r) of a
+    parameter the notebook has; run_dir is RUN_DIR's."""
+    for at in range(0, len(tokens), 3):
+        flag, given = tokens[at], tokens[at:at + 3]
+        if flag not in PARAM_FLAGS or len(given) < 3:
+            raise SystemExit(f"PARAMS takes only '-p NAME VALUE' (or -y NAME YAML) for each "
+                             f"parameter; {' '.join(given)!r} is not one.")
+        name = given[1]
+        if name == "run_dir":
+            raise SystemExit("PARAMS sets run_dir: give the output folder as RUN_DIR=... "
+                             "instead, so the executed notebook and the PDF go to the same "
+                             "folder as the outputs.")
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise SystemExit(f"PARAMS: the notebook has no parameter {name!r}.{hint} "
+                             f"Its parameters: {', '.join(known)}.")
+
+
+def without_run_dir(notebook):
+    """The executed notebook with run_dir taken out of papermill's injected cell, so that
+    Run All in Jupyter writes to the parameters cell's folder (runs/latest), never here."""
+    for cell in notebook.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = "\n".join(line for line in cell.source.splitlines()
+                                    if not line.startswith("run_dir ="))
+    return notebook
+
+
+def run_notebook(run_dir, make_pid, params):
+    """make report's notebook step: check RUN_DIR and PARAMS before anything starts, execute
+    the notebook with papermill, and put the executed notebook (without run_dir) in place
+    only when it succeeded. A signal to this process (TERM, INT, HUP), or make's end, stops
+    papermill; its kernel and the training processes follow it (each watches its parent),
+    and run_dir keeps its previous outputs."""
+    if not run_dir.strip():
+        raise SystemExit("RUN_DIR is empty: name an output folder, e.g. make report "
+                         "RUN_DIR=runs/mine (or leave RUN_DIR out for the committed run).")
+    check_params(params, [name for name in runs.notebook_defaults() if name != "run_dir"])
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    executed, final = folder / ".homework2.run.ipynb", folder / "homework2.ipynb"
+    papermill = subprocess.Popen(
+        [sys.executable, "-m", "papermill", str(helpers.NOTEBOOK), str(executed), "-p", "run_dir",
+         run_dir, *params, "--cwd", str(helpers.REPO_ROOT), "--log-level", "WARNING",
+         "--no-progress-bar"])
+    stop, parent = [], os.getppid()
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, lambda number, frame: stop.append(signal.Signals(number).name))
+    while papermill.poll() is None:
+        if not stop and (os.getppid() != parent or not running(make_pid)):
+            stop.append("make ended")
+        if stop:
+            papermill.terminate()
+            try:
+                papermill.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                papermill.kill()
+            executed.unlink(missing_ok=True)
+            raise SystemExit(f"Stopped ({stop[0]}): the notebook run was ended; {folder} keeps "
+                             "its previous outputs.")
+        time.sleep(0.5)
+    if papermill.returncode != 0:
+        raise SystemExit(papermill.returncode)
+    notebook = without_run_dir(nbformat.read(str(executed), as_version=4))
+    runs.atomic_write(final, lambda tmp: nbformat.write(notebook, tmp))
+    executed.unlink()
+
+
+def running(pid):
+    """The process is running: not gone, and not a zombie (ended, not yet reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return runs.pid_alive(pid)   # no /proc (macOS): alive unless gone
 
 
 def pdf_text(path):
@@ -124,6 +214,52 @@ def submission_problems(root=helpers.REPO_ROOT):
         absent = [label for label in LABELS if f"{label}." not in text]
         if absent:
             problems.append(f"report/homework2.pdf lacks the answers {', '.join(absent)}.")
+        flat = " ".join(text.split())
+        unnamed = [name for name in group_names(config.get("group_members", "")) if name not in flat]
+        if unnamed:
+            problems.append(f"report/homework2.pdf does not show the names {unnamed}. Run `make report`.")
+    try:
+        problems += outputs_problems(root, metrics)
+    except Exception as error:  # a missing or damaged file, named above in its own words
+        problems.append(f"the saved models could not be measured again ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0] if str(error) else ''}).")
+    return problems
+
+
+def group_names(members):
+    return [" ".join(name.split()) for name in str(members).split(",") if name.strip()]
+
+
+def outputs_problems(root, metrics):
+    """The saved models and latents measured again against metrics.json: each weights file
+    holds the model its part describes, re-evaluated on the test split it gives the test MSE
+    (and Part 2 the accuracy) that metrics.json reports, and the latents are its codes."""
+    from types import SimpleNamespace
+
+    import torch
+
+    config = metrics["config"]
+    dataset, _ = helpers.load_emoji_dataset(metrics["data"]["source"])
+    data = helpers.prepare_data(dataset, SimpleNamespace(**config))
+    test, problems = data["test"], []
+    for part, weights, heads in (("part1", "weights/part1_autoencoder.pt", 0),
+                                 ("part2", "weights/part2_multitask.pt", len(data.class_names))):
+        model, _ = runs.load_model(root / weights)
+        if model.config.num_classes != heads:
+            problems.append(f"{weights} holds a model with {model.config.num_classes} class "
+                            f"outputs; {part}'s has {heads}. Run `make report` again.")
+            continue
+        result = helpers.evaluate(model, test.x, test.y if heads else None)
+        measured = {"test_mse": result["mse"]} | ({"test_accuracy": result["accuracy"]} if heads else {})
+        for key, value in measured.items():
+            if not math.isclose(value, metrics[part][key], rel_tol=1e-3, abs_tol=1e-6):
+                problems.append(f"metrics.json says {part}.{key} = {metrics[part][key]:.6g}, but "
+                                f"{weights} gives {value:.6g} on the test split. Run `make report` again.")
+        latents = torch.load(root / f"latents/{part}_latents.pt", weights_only=True)
+        codes = torch.cat([helpers.evaluate(model, split.x)["z"] for split in data.splits.values()])
+        if latents["z"].shape != codes.shape or not torch.allclose(latents["z"], codes, atol=1e-4):
+            problems.append(f"latents/{part}_latents.pt are not the codes of {weights}. "
+                            "Run `make report` again.")
     return problems
 
 
@@ -141,7 +277,12 @@ def make_submission(root=helpers.REPO_ROOT, zip_path=None):
             for f in DELIVERABLES:
                 archive.write(root / f, names.get(f, f))
 
-    runs.atomic_write(zip_path, write)
+    try:
+        runs.atomic_write(zip_path, write)
+    except OSError as error:
+        raise SystemExit(f"Could not write {zip_path} ({error.strerror or type(error).__name__}); "
+                         "any earlier zip there is unchanged. Free some space and run `make "
+                         "submission` again.") from None
     print(f"Wrote {zip_path} with {', '.join(names.get(f, f) for f in DELIVERABLES)}")
     return zip_path
 
@@ -150,6 +291,8 @@ if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "mirror":
         print(f"Wrote {build_mirror()}")
+    elif command == "run" and len(sys.argv) >= 4:
+        run_notebook(sys.argv[2], int(sys.argv[3]), sys.argv[4:])
     elif command == "submission":
         make_submission()
     else:

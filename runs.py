@@ -330,13 +330,20 @@ class Run:
     called at the very end, so a failed or interrupted run leaves the previous outputs
     untouched. The code's provenance is taken at the start and checked at the end."""
 
-    FOLDERS = ("weights", "latents", "report/figures")   # wholly the run's: swapped whole
+    FOLDERS = ("weights", "latents", "report/figures")   # where the run's files go
     METRICS = "report/metrics.json"                      # moved last: the completion marker
+    _unfinished = {}                                     # run_dir -> this process's open Run
 
     def __init__(self, config):
         self.config = config
         self.dir = config.folder()
         self.id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        self.finished = False
+        earlier = Run._unfinished.pop(self.dir, None)
+        if earlier is not None:   # the setup cell run again in the same kernel
+            print(f"Note: this kernel's run {earlier.id} into {self.dir} did not finish; it is "
+                  "dropped and this run starts afresh.")
+            earlier.release()
         self.lock = FileLock(self.dir / ".run.lock")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -356,12 +363,13 @@ class Run:
                 self.dir / self.METRICS).exists():
             print(f"Note: {self.dir} holds outputs without {self.METRICS}: an earlier run was "
                   "stopped while moving its outputs in, so they may mix two runs. This run "
-                  "replaces them when it finishes.")
+                  "replaces the files it makes when it finishes.")
         self.staging = self.dir / f".staging-{self.id}"
         self.staging.mkdir()
         self.started = time.perf_counter()
         self.device = helpers.pick_device()
         self.figures = {}
+        Run._unfinished[self.dir] = self
 
     def _remove_debris(self):
         """Staging folders of earlier runs (no run holds the lock now) and temporary files
@@ -377,8 +385,15 @@ class Run:
 
     def release(self):
         self.lock.release()
+        if Run._unfinished.get(self.dir) is self:
+            del Run._unfinished[self.dir]
 
     def path(self, relative):
+        """Where the run writes `relative` until `finish` moves it into run_dir."""
+        if self.finished:
+            raise RuntimeError(
+                f"run {self.id} has finished and moved its outputs into {self.dir}; running its "
+                "last cells again would write nowhere. Run the notebook from the top for a new run.")
         return self.staging / relative
 
     def save_model(self, relative, model, **extra):
@@ -417,9 +432,10 @@ class Run:
 
     def finish(self, metrics):
         """Write metrics.json (strict JSON), then move the run's outputs into run_dir and
-        unlock. Each output folder is swapped whole, so no file of an earlier run stays
-        beside the new ones; metrics.json goes last, after the old one was removed, so a
-        folder without it is one whose move was interrupted.
+        unlock. Each file is moved into place on its own; the files an earlier run listed
+        that this run did not make are removed, and files a person put there are left alone.
+        metrics.json goes last, after the old one was removed, so a folder without it is one
+        whose move was interrupted. A second call is refused (by `path`).
 
         Stops, leaving the previous outputs in place, when the code or the notebook changed
         on disk while the run was going."""
@@ -428,8 +444,7 @@ class Run:
                 "helpers.py, requirements.txt or the notebook's code changed while this run was going, "
                 f"so its outputs may come from either version; nothing was moved into {self.dir}. "
                 "Run the notebook again.")
-        for name in self.FOLDERS:
-            self.path(name).mkdir(parents=True, exist_ok=True)
+        metrics_path = self.path(self.METRICS)
         outputs = sorted(str(p.relative_to(self.staging)) for name in self.FOLDERS
                          for p in self.path(name).rglob("*") if p.is_file())
         metrics = metrics | {"run": {"id": self.id, "date": time.strftime("%Y-%m-%d"),
@@ -440,20 +455,30 @@ class Run:
             "device": str(self.device), "cpu": torch.backends.cpu.get_cpu_capability(),
             "seconds": time.perf_counter() - self.started}
         text = json.dumps(strict_json(metrics), indent=2, allow_nan=False)
-        atomic_write(self.path(self.METRICS), lambda tmp: Path(tmp).write_text(text))
+        atomic_write(metrics_path, lambda tmp: Path(tmp).write_text(text))
+        earlier = self.earlier_outputs()
         (self.dir / self.METRICS).unlink(missing_ok=True)
-        replaced = self.staging / ".replaced"
-        replaced.mkdir()
-        for k, name in enumerate(self.FOLDERS):
-            target = self.dir / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                os.replace(target, replaced / str(k))
-            os.replace(self.path(name), target)
-        os.replace(self.path(self.METRICS), self.dir / self.METRICS)
+        for name in outputs:
+            (self.dir / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.staging / name, self.dir / name)
+        for name in sorted(set(earlier) - set(outputs)):
+            (self.dir / name).unlink(missing_ok=True)
+        (self.dir / self.METRICS).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(metrics_path, self.dir / self.METRICS)
         shutil.rmtree(self.staging, ignore_errors=True)
+        self.finished = True
         self.release()
         return [self.dir / name for name in metrics["outputs"]]
+
+    def earlier_outputs(self):
+        """The output files the run that last finished in run_dir listed (none if unknown)."""
+        try:
+            listed = json.loads((self.dir / self.METRICS).read_text()).get("outputs", [])
+        except (OSError, ValueError, AttributeError):
+            return []
+        ours = lambda name: isinstance(name, str) and ".." not in Path(name).parts and any(
+            name.startswith(folder + "/") for folder in self.FOLDERS)
+        return [name for name in listed if ours(name)]
 
 
 def load_model(path, expected_config=None, device="cpu"):

@@ -175,3 +175,12 @@ def test_hidden_cells_only_display(cells):
                 from_hidden[name] = index
             else:
                 from_hidden.pop(name, None)
+
+
+def test_the_committed_notebook_sets_run_dir_only_in_its_parameters_cell():
+    """Run All in Jupyter, or nbconvert --execute, must write to runs/latest, never here."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    setting = [("parameters" in c["metadata"].get("tags", []), line) for c in cells if c["cell_type"] == "code"
+               for line in "".join(c["source"]).splitlines() if line.startswith("run_dir")]
+    assert setting == [(True, 'run_dir = "runs/latest"   # outputs go under this folder; '
+                              '`make report` passes "." for the committed run')]

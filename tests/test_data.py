@@ -291,3 +291,34 @@ def test_auto_falls_back_when_the_hub_does_not_serve_the_dataset(endpoint, kind,
     assert "using the offline mirror, because" in capsys.readouterr().out
     with pytest.raises(ConnectionError, match="did not answer"):
         helpers.load_emoji_dataset("hub", hub_timeout=1.0)
+
+
+# What a student's or a hostile file's data does (issue 31) ---------------------------------
+
+def test_a_class_that_no_emoji_falls_into_is_refused_before_training(mirror):
+    rules = {"smile": ["smil", "grin"], "frown": ["frown"], "other": []}
+    with pytest.raises(ValueError, match=r"class 'other' has 0 emoji \[\]"):
+        helpers.prepare_data(mirror, config(keywords=["grinning", "frowning"], class_words=rules))
+
+
+def test_image_paths_instead_of_bytes_are_named(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_dict({"image": ["pictures/grinning.png"] * 3, "text": ["a face"] * 3}).to_parquet(
+        str(tmp_path / "paths.parquet"))
+    dataset, _ = helpers.load_emoji_dataset(str(tmp_path / "paths.parquet"))
+    with pytest.raises(ValueError, match=r"the first because its image is a file path "
+                                         r"\('pictures/grinning.png'\) instead of the picture's bytes"):
+        helpers.decode_images(dataset, [0, 1, 2])
+
+
+def test_names_with_odd_spaces_still_make_the_pairs(mirror):
+    noisy = mirror.map(lambda row: {"text": row["text"].replace(" ", "\u00a0") + " "})
+    pairs = helpers.find_pairs(noisy)
+    assert pairs.names == helpers.find_pairs(mirror).names and len(pairs.names) == 8
+
+
+def test_a_parquet_source_under_the_home_folder(tiny_parquet, monkeypatch):
+    monkeypatch.setenv("HOME", str(tiny_parquet.parent))
+    dataset, used = helpers.load_emoji_dataset("~/tiny.parquet")
+    assert len(dataset) == 3 and used == "~/tiny.parquet"

@@ -315,6 +315,12 @@ def test_classification_scores_use_every_class():
     assert scores["recall"] == {"a": 0.5, "b": 1.0, "c": 1.0}
 
 
+def test_a_perfect_classifier_gets_a_macro_f1_of_one_when_a_class_is_absent():
+    scores = helpers.classification_scores(torch.tensor([0, 1, 0]), torch.tensor([0, 1, 0]),
+                                           ["a", "b", "c"])
+    assert scores["macro_f1"] == 1.0 and scores["accuracy"] == 1.0
+
+
 def test_nearest_centroid_refuses_a_class_without_training_codes():
     z = torch.randn(6, 3)
     assert helpers.nearest_centroid_accuracy(z, torch.tensor([0, 0, 0, 1, 1, 1]), z,

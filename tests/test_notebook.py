@@ -57,8 +57,10 @@ def error_of(notebook):
 
 
 @pytest.mark.parametrize("seed", [4])
-def test_another_seed_runs_to_the_end_and_its_mismatches_are_reported_not_enforced(tmp_path, seed):
-    papermill(tmp_path, ("seed", seed))
+def test_another_seed_and_a_size_outside_the_quick_sweep_run_to_the_end_and_mismatches_are_reported(
+        tmp_path, seed):
+    papermill(tmp_path, ("seed", seed), ("latent_dim", 64))   # quick mode sweeps 16 and 128 only
+    assert metrics_of(tmp_path)["part1"]["latent_dim"] == 64
     assert error_of(tmp_path / "homework2.ipynb") is None
     check = subprocess.run([sys.executable, str(ROOT / "runs.py"), "check-answers", str(tmp_path)],
                            capture_output=True, text=True)
@@ -97,6 +99,15 @@ def test_quick_run_writes_everything_into_its_run_dir(quick_run):
     FileLock(run_dir / ".run.lock").acquire(timeout=0)   # the finished run let go of it
     assert before == after, "a run into another run_dir changed the committed artifacts"
     assert metrics_of(run_dir)["config"]["quick"] is True
+
+
+def test_the_notebook_make_report_leaves_runs_all_into_runs_latest(quick_run):
+    """The executed notebook keeps papermill's other parameters but not run_dir, so Run All in
+    Jupyter writes to the parameters cell's runs/latest, not into this folder again."""
+    run_dir, _, _ = quick_run
+    cells = json.loads((run_dir / "homework2.ipynb").read_text())["cells"]
+    injected = ["".join(c["source"]) for c in cells if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert len(injected) == 1 and "quick = True" in injected[0] and "run_dir" not in injected[0]
 
 
 def test_quick_run_pdf_holds_every_label_and_the_run_id(quick_run):
@@ -147,3 +158,14 @@ def test_papermill_from_another_folder_says_how_to_find_helpers(tmp_path):
     result = papermill(tmp_path / "out", cwd=tmp_path, check=False)
     assert result.returncode != 0
     assert "--cwd" in error_of(tmp_path / "out" / "homework2.ipynb")
+
+
+def test_a_package_missing_from_the_kernel_is_named():
+    """The setup cell's imports in a Python without filelock (which runs.py needs)."""
+    cells = json.loads((ROOT / "homework2.ipynb").read_text())["cells"]
+    setup = next("".join(c["source"]) for c in cells if "import helpers" in "".join(c["source"]))
+    imports = setup[:setup.index("config = ")]
+    code = f"import sys\nsys.modules['filelock'] = None\n{imports}"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert "The package 'filelock' is not installed in this kernel" in result.stderr
+    assert "helpers.py was not found" not in result.stderr
