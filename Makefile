@@ -27,13 +27,14 @@ $(STAMP): requirements.txt
 	touch $@
 
 # System packages: TeX and pandoc for the PDF, npm for the offline mirror, poppler-utils
-# (pdftotext) for the test that reads the PDF.
+# (pdftotext) for the test that reads the PDF, procps (ps, pgrep) for the tests that stop runs.
 system:
 	@missing=""; \
 	command -v xelatex >/dev/null || missing="$(TEX_PKGS)"; \
 	command -v pandoc >/dev/null || missing="$$missing pandoc"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v pdftotext >/dev/null || missing="$$missing poppler-utils"; \
+	command -v pgrep >/dev/null || missing="$$missing procps"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
