@@ -117,7 +117,7 @@ def run_notebook(run_dir, make_pid, params):
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(number, lambda number, frame: stop.append(signal.Signals(number).name))
     while papermill.poll() is None:
-        if not stop and (os.getppid() != parent or not running(make_pid)):
+        if not stop and (os.getppid() != parent or not runs.pid_alive(make_pid)):
             stop.append("make ended")
         if stop:
             papermill.terminate()
@@ -134,14 +134,6 @@ def run_notebook(run_dir, make_pid, params):
     notebook = without_run_dir(nbformat.read(str(executed), as_version=4))
     runs.atomic_write(final, lambda tmp: nbformat.write(notebook, tmp))
     executed.unlink()
-
-
-def running(pid):
-    """The process is running: not gone, and not a zombie (ended, not yet reaped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return runs.pid_alive(pid)   # no /proc (macOS): alive unless gone
 
 
 def pdf_text(path):
@@ -241,7 +233,7 @@ def outputs_problems(root, metrics):
     config = metrics["config"]
     dataset, _ = helpers.load_emoji_dataset(metrics["data"]["source"])
     data = helpers.prepare_data(dataset, SimpleNamespace(**config))
-    test, problems = data["test"], []
+    problems = []
     for part, weights, heads in (("part1", "weights/part1_autoencoder.pt", 0),
                                  ("part2", "weights/part2_multitask.pt", len(data.class_names))):
         model, _ = runs.load_model(root / weights)
@@ -249,14 +241,16 @@ def outputs_problems(root, metrics):
             problems.append(f"{weights} holds a model with {model.config.num_classes} class "
                             f"outputs; {part}'s has {heads}. Run `make report` again.")
             continue
-        result = helpers.evaluate(model, test.x, test.y if heads else None)
+        results = {name: helpers.evaluate(model, split.x, split.y if heads else None)
+                   for name, split in data.splits.items()}
+        result = results["test"]
         measured = {"test_mse": result["mse"]} | ({"test_accuracy": result["accuracy"]} if heads else {})
         for key, value in measured.items():
             if not math.isclose(value, metrics[part][key], rel_tol=1e-3, abs_tol=1e-6):
                 problems.append(f"metrics.json says {part}.{key} = {metrics[part][key]:.6g}, but "
                                 f"{weights} gives {value:.6g} on the test split. Run `make report` again.")
         latents = torch.load(root / f"latents/{part}_latents.pt", weights_only=True)
-        codes = torch.cat([helpers.evaluate(model, split.x)["z"] for split in data.splits.values()])
+        codes = torch.cat([r["z"] for r in results.values()])
         if latents["z"].shape != codes.shape or not torch.allclose(latents["z"], codes, atol=1e-4):
             problems.append(f"latents/{part}_latents.pt are not the codes of {weights}. "
                             "Run `make report` again.")

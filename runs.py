@@ -315,13 +315,17 @@ def atomic_write(path, write):
 
 
 def pid_alive(pid):
+    """The process runs: it exists and is not a zombie (ended, not yet reaped by its parent)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):   # no /proc (macOS): it exists, so it runs
+        return True
 
 
 class Run:
