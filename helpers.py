@@ -4,11 +4,13 @@ Sections, in the order the notebook uses them:
   1. Data: sources (hub, parquet, offline mirror), subset, labels, split, one augmentation
   2. Model: a DCGAN-style convolutional autoencoder with an optional class head
   3. Training: one recipe (budget in optimizer steps), one training path (`fit`, `fit_all`),
-     PCA, the latent-size sweep, the budget check, the seed study
-  4. Evaluation: errors, bootstrap intervals over unique emoji, the comparisons the answers
-     report (against PCA, Part 2 against Part 1), classification scores
-  5. Latent arithmetic: attribute vectors, held-out analogies, a cat classifier
-  6. Figures: image grids and the emoji they show
+     PCA, the latent-size sweep and its rule, the budget check
+  4. Evaluation: errors, bootstrap intervals over unique emoji, comparison with PCA,
+     classification scores
+  5. Part 2: the lambda sweep and its rule, cross-validation over every emoji, Part 2
+     against Part 1
+  6. Latent arithmetic: attribute vectors, held-out analogies, a cat classifier
+  7. Figures: image grids and the emoji they show
 The run's bookkeeping (parameters and their checks, the run folder, the report's claims)
 lives in runs.py; the offline mirror and the submission check in project.py; the benchmark
 in bench.py.
@@ -515,7 +517,17 @@ class TrainConfig:
     seed: int
     lam: float = 0.0          # weight of the classification loss; 0 without a head
     augment: bool = True      # a fresh distortion of every training batch (AUGMENT)
-    bf16: bool = False        # bfloat16 autocast on the CPU (slower on this CPU: make bench)
+    bf16: bool = False        # bfloat16 autocast on the CPU: only where it has bfloat16 units
+
+
+def native_bf16():
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX): there autocast
+    trains about 1.3 times faster (make bench); elsewhere it is many times slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
 class TrainingDiverged(RuntimeError):
@@ -549,7 +561,7 @@ def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None, 
     """
     device = device or pick_device()
     torch.manual_seed(config.seed)
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last)   # faster convolutions (make bench)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     train_x, val_x = train_x.to(device), val_x.to(device)
     has_head = model.classifier is not None
@@ -571,6 +583,7 @@ def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None, 
         sums, seen = torch.zeros(3), 0
         for idx in order.split(config.batch_size)[:config.steps - step]:
             x = augment(train_x[idx], generator) if config.augment else train_x[idx]
+            x = x.contiguous(memory_format=torch.channels_last)
             y = train_y[idx] if has_head else None
             mse, ce, loss, correct = batch_losses(model, x, y, config.lam, config.bf16)
             if not torch.isfinite(loss):
@@ -638,11 +651,12 @@ class Fitted:
 
 @dataclass
 class Job:
-    """One model to train: its architecture, its recipe, and images added to the training
-    split (Part 3's cat faces), if any."""
+    """One model to train: its architecture, its recipe, images added to the training split
+    (Part 3's cat faces), if any, and a fold of its own (cross-validation), if any."""
     model: AEConfig
     recipe: TrainConfig
     extra_train: torch.Tensor = None
+    fold: "Split" = None      # replaces the training split; the fold's own originals validate
 
 
 def fit(data, model_config, recipe, extra_train=None):
@@ -674,11 +688,14 @@ def fit_job(data, job):
     job's extra images), with class labels when the model has a head."""
     torch.manual_seed(job.recipe.seed)  # the initial weights depend on the seed alone
     model = Autoencoder(job.model)
-    labels = {"train_y": data["train"].y, "val_y": data["val"].y} if job.model.num_classes else {}
-    train_x = data["train"].x if job.extra_train is None else torch.cat([data["train"].x,
-                                                                         job.extra_train])
+    train_split = job.fold or data["train"]
+    val_x, val_y = ((to_float(job.fold.originals), job.fold.labels) if job.fold
+                    else (data["val"].x, data["val"].y))
+    labels = {"train_y": train_split.y, "val_y": val_y} if job.model.num_classes else {}
+    train_x = train_split.x if job.extra_train is None else torch.cat([train_split.x,
+                                                                       job.extra_train])
     start = time.perf_counter()
-    history = train(model, train_x, data["val"].x, job.recipe, **labels)
+    history = train(model, train_x, val_x, job.recipe, **labels)
     return Fitted(model.cpu().eval(), history, time.perf_counter() - start)
 
 
@@ -708,35 +725,58 @@ def _fit_in_worker(job):
 
 @dataclass
 class Sweep:
-    """Part 1's latent-size experiment: one model per size, all at the sweep's budget."""
+    """Part 1's latent-size experiment: one model per size, all at the run's budget."""
     rows: list           # one dict per size, in increasing size
     models: dict         # latent size -> Fitted
-    steps: int           # the sweep's budget per model (optimizer steps)
+    steps: int           # the budget of every model (optimizer steps)
     chosen: int          # the latent size kept
-    rule_choice: int     # the size the rule picked (chosen differs when latent_dim is set)
+    rule: dict           # the size rule's choice, each step's gain, the deciding margin
+
+    @property
+    def lowest_val_size(self):
+        """The size with the lowest validation MSE (Part 3's rule)."""
+        return min(self.rows, key=lambda row: row["val_mse"])["latent_dim"]
 
 
 def latent_sweep(data, config, pca):
-    """Train one model per latent size at half the run's budget, beside PCA with as many
+    """Train one model per latent size at the run's budget, beside PCA with as many
     components, and apply the size rule (`choose_size`) to the validation MSEs. Each row
     also holds its test error relative to PCA's and how much the next size tried cuts the
-    validation error, the autoencoder's and PCA's (None for the largest size)."""
+    validation error, the autoencoder's and PCA's (None for the largest size). Part 1's
+    model is the sweep's model at the chosen size (trained apart only when `latent_dim`
+    names a size outside the sweep)."""
     x_val, x_test = data["val"].x, data["test"].x
-    steps = config.sweep_steps()
-    jobs = [Job(config.model(k), config.recipe(steps=steps)) for k in config.latent_dims]
-    models = dict(zip(config.latent_dims, fit_all(data, jobs)))
+    dims = sorted(set(config.latent_dims) | {config.latent_dim or config.latent_dims[0]})
+    jobs = [Job(config.model(k), config.recipe()) for k in dims]
+    models = dict(zip(dims, fit_all(data, jobs)))
     rows = [{"latent_dim": k, "val_mse": min(f.history["val_mse"]),
              "test_mse": evaluate(f.model, x_test)["mse"],
              "pca_val_mse": pca.mse(x_val, k), "pca_test_mse": pca.mse(x_test, k),
              "best_epoch": f.history["best_epoch"] + 1, "epochs": len(f.history["val_mse"]),
-             "seconds": f.seconds} for k, f in models.items()]
+             "seconds": f.seconds} for k, f in models.items() if k in config.latent_dims]
     for row, bigger in zip(rows, rows[1:] + [None]):
         row["ratio_to_pca"] = row["test_mse"] / row["pca_test_mse"]
         row["next_val_gain"] = relative_drop(row["val_mse"], bigger and bigger["val_mse"])
         row["next_pca_val_gain"] = relative_drop(row["pca_val_mse"],
                                                  bigger and bigger["pca_val_mse"])
-    rule_choice = choose_size(rows, config.min_gain)
-    return Sweep(rows, models, steps, config.latent_dim or rule_choice, rule_choice)
+    rule = choose_size(rows, config.min_gain)
+    return Sweep(rows, models, config.steps, config.latent_dim or rule["choice"], rule)
+
+
+def choose_size(rows, min_gain, close=0.02):
+    """The size rule: the smallest size after which the next size tried cuts validation MSE
+    by less than `min_gain` (a fraction); the largest size when every step pays. Returns the
+    choice, every step's gain, the gains that decided (into the choice and out of it) and
+    whether one of them lies within `close` of the threshold."""
+    gains = [row["next_val_gain"] for row in rows[:-1]]
+    k = next((i for i, gain in enumerate(gains) if gain < min_gain), len(rows) - 1)
+    deciding = [gains[i] for i in (k - 1, k) if 0 <= i < len(gains)]
+    return {"choice": rows[k]["latent_dim"], "min_gain": min_gain,
+            "gains": {f"{a['latent_dim']}->{b['latent_dim']}": g
+                      for a, b, g in zip(rows, rows[1:], gains)},
+            "gain_into_choice": gains[k - 1] if k > 0 else None,
+            "gain_after_choice": gains[k] if k < len(gains) else None,
+            "close": any(abs(g - min_gain) < close for g in deciding), "close_within": close}
 
 
 def relative_drop(before, after):
@@ -744,64 +784,23 @@ def relative_drop(before, after):
     return None if after is None else (before - after) / before
 
 
-def train_at_budget(data, config, sweep):
-    """Part 1's model: the chosen size at the run's budget, and once more at twice the
-    budget to show what more steps would buy. Returns both and the budget check: the
-    best validation MSE at half the budget (the sweep), the budget and twice the budget,
-    and what each doubling gained."""
-    kept, doubled = fit_all(data, [Job(config.model(sweep.chosen), config.recipe()),
-                                   Job(config.model(sweep.chosen),
-                                       config.recipe(steps=2 * config.steps))])
-    half = sweep.models.get(sweep.chosen)
-    check = {"half_steps": sweep.steps,
-             "half_val_mse": min(half.history["val_mse"]) if half else None,
-             "steps": config.steps, "val_mse": min(kept.history["val_mse"]),
-             "doubled_steps": 2 * config.steps, "doubled_val_mse": min(doubled.history["val_mse"])}
-    check["gain_to_budget"] = relative_drop(check["half_val_mse"], check["val_mse"]) \
-        if half else None
+def budget_check(data, config, sweep):
+    """The chosen size trained again at half and at twice the budget: the best validation
+    MSE at each of the three budgets and what each doubling gained. Returns the model at
+    twice the budget and the check."""
+    k, steps = sweep.chosen, config.steps
+    half, doubled = fit_all(data, [Job(config.model(k), config.recipe(steps=steps // 2)),
+                                   Job(config.model(k), config.recipe(steps=2 * steps))])
+    best = lambda fitted: min(fitted.history["val_mse"])
+    check = {"half_steps": steps // 2, "half_val_mse": best(half),
+             "steps": steps, "val_mse": best(sweep.models[k]),
+             "doubled_steps": 2 * steps, "doubled_val_mse": best(doubled)}
+    check["gain_to_budget"] = relative_drop(check["half_val_mse"], check["val_mse"])
     check["gain_to_doubled"] = relative_drop(check["val_mse"], check["doubled_val_mse"])
     check["threshold"] = BUDGET_GAIN
     check["enough"] = check["gain_to_doubled"] < BUDGET_GAIN
-    return kept, doubled, check
-
-
-def seed_study(data, config, fitted1, fitted2):
-    """Test MSE of Part 1's and Part 2's model, and Part 2's accuracy, for every seed, and
-    the change from Part 1 to Part 2 averaged over seeds beside the spread between seeds."""
-    start = time.perf_counter()
-    x_test, y_test = data["test"].x, data["test"].y
-    k = fitted1.model.config.latent_dim
-    runs = {"seeds": [config.seed], "part1": [evaluate(fitted1.model, x_test)["mse"]]}
-    first2 = evaluate(fitted2.model, x_test, y_test)
-    runs |= {"part2": [first2["mse"]], "part2_accuracy": [first2["accuracy"]]}
-    seeds = list(range(config.seed + 1, config.seed + config.n_seeds))
-    jobs = [job for seed in seeds for job in (
-        Job(config.model(k), config.recipe(seed=seed)),
-        Job(config.model(k, len(data.class_names)), config.recipe(seed=seed, lam=config.lam)))]
-    fitted = fit_all(data, jobs) if jobs else []
-    for seed, m1, m2 in zip(seeds, fitted[0::2], fitted[1::2]):
-        result2 = evaluate(m2.model, x_test, y_test)
-        runs["seeds"].append(seed)
-        runs["part1"].append(evaluate(m1.model, x_test)["mse"])
-        runs["part2"].append(result2["mse"])
-        runs["part2_accuracy"].append(result2["accuracy"])
-    spread = lambda v: float(torch.tensor(v).std()) if len(v) > 1 else None
-    summary = {k: {"mean": sum(runs[k]) / len(runs[k]), "std": spread(runs[k])}
-               for k in ("part1", "part2", "part2_accuracy")}
-    summary["change"] = -relative_drop(summary["part1"]["mean"], summary["part2"]["mean"])
-    summary["largest_std"] = max(summary["part1"]["std"] or 0, summary["part2"]["std"] or 0)
-    runs["summary"] = summary
-    runs["seconds"] = time.perf_counter() - start
-    return runs
-
-
-def choose_size(rows, min_gain):
-    """The smallest size after which the next size tried cuts validation MSE by less than
-    `min_gain` (a fraction); the largest size when every step pays."""
-    for row, bigger in zip(rows, rows[1:]):
-        if (row["val_mse"] - bigger["val_mse"]) / row["val_mse"] < min_gain:
-            return row["latent_dim"]
-    return rows[-1]["latent_dim"]
+    check["seconds"] = half.seconds + doubled.seconds
+    return doubled, check
 
 
 # ----------------------------------------------------------------------------------------
@@ -911,6 +910,40 @@ def compare_to_pca(per_image_mse, pca, k, split, seed):
             "difference": bootstrap(per_image_mse - pca_errors, split.origin, seed)}
 
 
+# ----------------------------------------------------------------------------------------
+# 5. Part 2: the classification head as an auxiliary task
+# ----------------------------------------------------------------------------------------
+
+def lambda_sweep(data, config, latent_dim, part1_val_mse):
+    """One model with a class head per lambda of the run, at Part 1's size, recipe and budget,
+    and the lambda rule (`choose_lambda`). Each row: lambda, the validation MSE and accuracy at
+    the epoch kept, and lambda x cross-entropy / MSE on the training batches of the first
+    epoch and of the epoch kept."""
+    heads = len(data.class_names)
+    jobs = [Job(config.model(latent_dim, heads), config.recipe(lam=lam)) for lam in config.lambdas]
+    fitted = dict(zip(config.lambdas, fit_all(data, jobs)))
+    rows = []
+    for lam, f in fitted.items():
+        kept = f.history["best_epoch"]
+        rows.append({"lambda": lam, "val_mse": f.history["val_mse"][kept],
+                     "val_accuracy": f.history["val_accuracy"][kept],
+                     "val_mse_change": f.history["val_mse"][kept] / part1_val_mse - 1,
+                     **{f"ce_share_{k}": v for k, v in loss_balance(f.history, lam).items()}})
+    rule = choose_lambda(rows, config.mse_margin)
+    return fitted, rows, rule
+
+
+def choose_lambda(rows, mse_margin):
+    """The lambda rule: among the lambdas whose validation MSE is at most `mse_margin` (a
+    fraction) above Part 1's, the one with the highest validation accuracy (the smaller
+    lambda on a tie); the smallest lambda when none is within the margin."""
+    within = [row for row in rows if row["val_mse_change"] <= mse_margin]
+    best = max(within, key=lambda row: (row["val_accuracy"], -row["lambda"])) if within \
+        else min(rows, key=lambda row: row["lambda"])
+    return {"choice": best["lambda"], "mse_margin": mse_margin,
+            "within_margin": [row["lambda"] for row in within]}
+
+
 def loss_balance(history, lam):
     """lambda x cross-entropy over MSE: on the training batches of the first epoch and of
     the epoch kept, and on the validation images at the epoch kept."""
@@ -923,6 +956,62 @@ def loss_balance(history, lam):
 def majority_class(split):
     """The class of most of a split's unique emoji (the lower index on a tie)."""
     return int(torch.bincount(split.labels).argmax())
+
+
+CV_FOLDS = 4   # folds of the cross-validation over every emoji
+
+
+def all_emoji(data):
+    """Every unique emoji of the run (all splits), as one split without augmented copies."""
+    parts = list(data.splits.values())
+    originals = torch.cat([p.originals for p in parts])
+    labels = torch.cat([p.labels for p in parts])
+    return Split(originals=originals, texts=[t for p in parts for t in p.texts], labels=labels,
+                 x=to_float(originals), y=labels, origin=torch.arange(len(labels)))
+
+
+def cv_folds(data, config, folds=CV_FOLDS):
+    """Grouped, stratified folds over every unique emoji: each fold's held-out emoji and its
+    training split (the other emoji, augmented as the run's training split is)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    every = all_emoji(data)
+    folds = max(2, min(folds, int(torch.bincount(every.labels).min())))
+    per_emoji = len(data["train"].x) / len(data["train"].originals)
+    result = []
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=config.seed)
+    for k, (train, held_out) in enumerate(splitter.split(every.labels, every.labels)):
+        train = torch.tensor(train)
+        images, origin = augment_to(every.originals[train], round(len(train) * per_emoji),
+                                    config.seed * 10 + 7 + k)
+        fold = Split(originals=every.originals[train], texts=[every.texts[i] for i in train],
+                     labels=every.labels[train], x=to_float(images),
+                     y=every.labels[train][origin], origin=origin)
+        result.append((torch.tensor(held_out), fold))
+    return every, result
+
+
+def cross_validate(data, config, latent_dim, lam, steps):
+    """Part 2's accuracy over every emoji: one model per fold (Part 1's size and recipe, the
+    chosen lambda, `steps`), each predicting the class of its held-out emoji from their
+    original pictures. Returns per-emoji results and the accuracy, the majority class's (the
+    fold's training majority) and their difference, with intervals over emoji."""
+    start = time.perf_counter()
+    every, folds = cv_folds(data, config)
+    heads = len(data.class_names)
+    jobs = [Job(config.model(latent_dim, heads), config.recipe(steps=steps, lam=lam), fold=fold)
+            for _, fold in folds]
+    correct = torch.zeros(len(every.labels))
+    is_majority = torch.zeros(len(every.labels))
+    for (held_out, fold), fitted in zip(folds, fit_all(data, jobs)):
+        logits = evaluate(fitted.model, every.x[held_out])["logits"]
+        correct[held_out] = (logits.argmax(1) == every.labels[held_out]).float()
+        is_majority[held_out] = (every.labels[held_out] == majority_class(fold)).float()
+    interval = lambda values: bootstrap(values, every.origin, config.seed)
+    return {"folds": len(folds), "emoji": len(every.labels), "steps": steps, "lambda": lam,
+            "accuracy": interval(correct), "majority": interval(is_majority),
+            "difference": interval(correct - is_majority),
+            "seconds": time.perf_counter() - start}
 
 
 def compare_parts(model1, model2, data, seed):
@@ -959,7 +1048,7 @@ def compare_parts(model1, model2, data, seed):
 
 
 # ----------------------------------------------------------------------------------------
-# 5. Latent arithmetic
+# 6. Latent arithmetic
 # ----------------------------------------------------------------------------------------
 
 CAT_PAIRS = [  # (with the attribute, without it): the cat and the human version of a face
@@ -1229,7 +1318,7 @@ def sharpness(images):
 
 
 # ----------------------------------------------------------------------------------------
-# 6. Figures
+# 7. Figures
 # ----------------------------------------------------------------------------------------
 
 def show_images(rows, row_titles=None, col_titles=None, size=1.0, title=None, fontsize=8):

@@ -63,8 +63,9 @@ class RunConfig:
     lr: float
     weight_decay: float
     width: int
-    lam: float
-    n_seeds: int
+    lambdas: list
+    lam: object
+    mse_margin: float
     run_dir: str
     quick: bool
 
@@ -82,12 +83,22 @@ class RunConfig:
             setattr(self, name, as_bool(name, getattr(self, name)))
         check_int("seed", self.seed, 0, MAX_SEED)
         for name, low, high in (("steps", 2, 1_000_000), ("batch_size", 1, 4096),
-                                ("width", 1, 256), ("n_seeds", 1, 20)):
+                                ("width", 1, 256)):
             check_int(name, getattr(self, name), low, high)
         check_number("lr", self.lr, 0, 1, "a learning rate above 1 makes AdamW diverge; "
                      "the default is 5e-3", low_open=True)
         check_number("weight_decay", self.weight_decay, 0, 1, "AdamW's decay, e.g. 1e-2")
-        check_number("lam", self.lam, 0, 100, "the weight of the cross-entropy, e.g. 0.01")
+        if not isinstance(self.lambdas, list) or not self.lambdas:
+            raise ValueError(f"lambdas={self.lambdas!r}: Part 2 needs a list of at least one "
+                             "weight of the cross-entropy, e.g. [0.01, 0.1, 1.0].")
+        for value in self.lambdas:
+            check_number("lambdas", value, 0, 100, "each a weight of the cross-entropy, e.g. 0.1",
+                         low_open=True)
+        self.lambdas = sorted(set(self.lambdas))
+        if self.lam is not None:
+            check_number("lam", self.lam, 0, 100, "the weight of the cross-entropy, e.g. 0.1, "
+                         "or None to let the lambda rule choose", low_open=True)
+        check_number("mse_margin", self.mse_margin, 0, 10, "a fraction, e.g. 0.25")
         check_number("min_gain", self.min_gain, 0, 1, "a fraction, e.g. 0.1", low_open=True)
         check_words("keywords", self.keywords, allow_empty=False)
         check_words("exclude", self.exclude, allow_empty=True)
@@ -131,15 +142,12 @@ class RunConfig:
         return Path(self.run_dir).expanduser().resolve()
 
     def effective(self):
-        """The configuration that runs: quick mode keeps 2 latent sizes, 40 steps, 2 seeds."""
+        """The configuration that runs: quick mode keeps 2 latent sizes, 2 lambdas, 40 steps."""
         if not self.quick:
             return self
         dims = sorted({self.latent_dims[0], self.latent_dims[-1]})
-        return replace(self, latent_dims=dims, steps=QUICK_STEPS, n_seeds=2)
-
-    def sweep_steps(self):
-        """The latent-size sweep trains every size at half the budget."""
-        return self.steps // 2
+        lambdas = sorted({self.lambdas[0], self.lambdas[-1]})
+        return replace(self, latent_dims=dims, lambdas=lambdas, steps=QUICK_STEPS)
 
     def model(self, latent_dim, num_classes=0):
         """The architecture of one autoencoder of this run."""
@@ -149,7 +157,8 @@ class RunConfig:
         """The training recipe of this run: its budget and seed unless told otherwise."""
         return helpers.TrainConfig(steps=steps or self.steps, batch_size=self.batch_size,
                                    lr=self.lr, weight_decay=self.weight_decay, lam=lam,
-                                   seed=self.seed if seed is None else seed)
+                                   seed=self.seed if seed is None else seed,
+                                   bf16=helpers.native_bf16())
 
 
 def as_bool(name, value):
