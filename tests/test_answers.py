@@ -33,7 +33,7 @@ def test_the_answers_check_names_the_cell_the_number_and_the_runs_value(tmp_path
     index = next(i for i, c in enumerate(notebook.cells)
                  if c.cell_type == "markdown" and "**The final average test error is" in c.source)
     notebook.cells[index].source = notebook.cells[index].source.replace(
-        "test error is 0.0123", "test error is 0.0172", 1)
+        "test error is 0.0101", "test error is 0.0172", 1)
     nbformat.write(notebook, str(tmp_path / "homework2.ipynb"))
     problems = runs.check_answers(tmp_path / "homework2.ipynb", METRICS)
     assert len(problems) == 1
@@ -59,68 +59,79 @@ def test_the_committed_run_is_checked_strictly_and_other_runs_are_not(m, tmp_pat
 def test_1a_split_before_augmenting(m):
     d = m["data"]
     assert d["duplicates"] == 0 and d["subset_size"] == sum(d["split_sizes"].values())
-    assert [d["split_sizes"][s] for s in ("train", "val", "test")] == [63, 21, 21]
+    assert [d["split_sizes"][s] for s in ("train", "val", "test")] == [61, 22, 22]
     assert d["matched"] - sum(d["excluded"].values()) == d["subset_size"]
 
 
-def test_1c_the_rule_keeps_32_on_a_close_call(m):
-    sweep, gain = {r["latent_dim"]: r for r in m["part1"]["sweep"]}, m["part1"]["min_gain"]
-    assert m["part1"]["latent_dim"] == m["part1"]["rule_choice"] == 32
-    assert sweep[16]["next_val_gain"] >= gain > sweep[32]["next_val_gain"]
-    assert sweep[16]["next_val_gain"] - gain < 0.02          # "the choice is close"
+def test_1c_every_size_at_the_budget_and_the_rule_keeps_64_on_a_close_call(m):
+    part1 = m["part1"]
+    sweep, gain, rule = {r["latent_dim"]: r for r in part1["sweep"]}, part1["min_gain"], part1["rule"]
+    assert part1["sweep_steps"] == part1["steps"] and all(r["epochs"] == sweep[64]["epochs"] for r in sweep.values())
+    assert part1["latent_dim"] == rule["choice"] == 64
+    assert sweep[16]["next_val_gain"] >= gain and sweep[32]["next_val_gain"] >= gain > sweep[64]["next_val_gain"]
+    assert rule["close"] and gain - sweep[64]["next_val_gain"] < 0.002      # "about a tenth of a point"
 
 
-def test_1c_below_pca_up_to_64_but_not_at_128(m):
+def test_1c_below_pca_at_every_size_barely_at_128(m):
     sweep = {r["latent_dim"]: r for r in m["part1"]["sweep"]}
-    assert all(sweep[k]["ratio_to_pca"] < 1 for k in (16, 32, 64)) and sweep[128]["ratio_to_pca"] > 1
-    assert sweep[64]["next_pca_val_gain"] > sweep[64]["next_val_gain"]   # the curves cross
+    assert all(r["ratio_to_pca"] < 1 for r in sweep.values()) and sweep[128]["ratio_to_pca"] > 0.98
+    assert sweep[64]["next_pca_val_gain"] > sweep[64]["next_val_gain"]   # the curves draw together
+    assert sweep[128]["test_mse"] < sweep[64]["test_mse"]
 
 
 def test_1e_below_pca_late_in_training_with_a_generalisation_gap(m):
     curve, part1 = m["part1"]["learning_curve"], m["part1"]
     assert curve["first_epoch_below"] < curve["stays_below_from_epoch"] < curve["kept_epoch"]
     assert curve["val_mse"] < part1["pca_val_mse"]
-    assert part1["val_over_train"] > 2                        # "much better than new ones"
-    assert curve["kept_epoch"] >= 0.9 * curve["epochs"]       # "still lowest late"
+    assert part1["val_over_train"] > 2                        # "better than new ones"
+    assert curve["kept_epoch"] == curve["epochs"]             # "lowest in the last epoch"
 
 
-def test_1e_the_budget_and_half_of_it_are_enough(m):
+def test_1e_the_budget_is_enough_and_more_steps_buy_a_little(m):
     check = m["part1"]["budget_check"]
-    assert check["gain_to_doubled"] < check["threshold"] and check["enough"]
-    assert check["gain_to_budget"] < check["threshold"]
+    assert 0 < check["gain_to_doubled"] < check["threshold"] and check["enough"]
+    assert check["gain_to_doubled"] < check["gain_to_budget"] < check["threshold"]
 
 
 def test_1f_the_autoencoder_beats_pca_on_the_test_emoji(m):
     assert m["part1"]["difference_to_pca_ci"]["high"] < 0 and m["part1"]["ratio_to_pca"] < 1
 
 
-def test_1g_below_pca_at_every_budget_and_the_rule_cost_error(m):
+def test_1g_below_pca_at_the_budget_and_twice_it(m):
     part1 = m["part1"]
-    half = next(r for r in part1["sweep"] if r["latent_dim"] == part1["latent_dim"])
-    assert max(half["ratio_to_pca"], part1["ratio_to_pca"], part1["budget_check"]["doubled_ratio_to_pca"]) < 1
-    assert part1["budget_check"]["doubled_test_mse"] >= part1["test_mse"]   # twice the steps did not help
-    size128 = next(r for r in part1["sweep"] if r["latent_dim"] == 128)
-    assert size128["test_mse"] < part1["test_mse"]
+    assert max(part1["ratio_to_pca"], part1["budget_check"]["doubled_ratio_to_pca"]) < 1
+    assert part1["budget_check"]["doubled_test_mse"] < part1["test_mse"]   # twice the steps lowered it slightly
 
 
-def test_1g_the_worst_test_emoji_are_the_clown_the_salute_and_the_scream(m):
+def test_1g_the_worst_test_emoji_are_the_horns_the_hat_and_the_exploding_head(m):
     worst = m["part1"]["worst_test_emoji"]
-    assert list(worst) == ["clown face", "saluting face", "face screaming in fear"]
+    assert list(worst) == ["smiling face with horns", "face with cowboy hat", "shocked face with exploding head"]
     assert list(worst.values()) == sorted(worst.values(), reverse=True)
 
 
 # --- 2a-2e ------------------------------------------------------------------------------
 
-def test_2b_the_weighted_cross_entropy_is_a_small_part_of_the_loss(m):
-    balance = m["part2"]["loss_balance"]
-    assert balance["kept"] < balance["first"] < 0.1 and balance["kept"] < 0.01
+def test_2a_no_stem_names_a_picture_feature(m):
+    rules = m["part2"]["class_rules"]
+    assert not {"cowboy", "nerd", "tongue", "clown", "party"} & {w for words in rules.values() for w in words}
 
 
-def test_2c_the_classifier_fits_its_training_emoji_far_better_than_new_ones(m):
+def test_2b_the_rule_keeps_the_only_lambda_within_the_margin(m):
+    part2 = m["part2"]
+    rows, rule = part2["lambda_sweep"], part2["lambda_rule"]
+    assert len(rows) >= 3 and part2["lambda"] == rule["choice"] == 0.01 and rule["within_margin"] == [0.01]
+    mses = [r["val_mse"] for r in rows]
+    assert mses == sorted(mses) and all(r["val_mse_change"] > 0 for r in rows)   # "the larger lambda, the worse"
+    assert max(r["val_accuracy"] for r in rows) - part2["val_majority_accuracy"] < 0.03   # "all close to" it
+    shares = [r["ce_share_first"] for r in rows]
+    assert shares[0] < 0.1 and shares[-1] > 1                  # "a few percent up to twice the MSE"
+    assert part2["loss_balance"]["kept"] < 0.01
+
+
+def test_2c_the_classifier_fits_its_training_emoji_and_not_new_ones(m):
     kept, part2 = m["part2"]["kept_epoch"], m["part2"]
-    assert kept["train_accuracy"] >= 0.995 and kept["val_accuracy"] < kept["train_accuracy"] - 0.2
-    assert kept["val_accuracy"] > part2["val_majority_accuracy"]
-    assert 2.5 < kept["val_ce"] / part2["uniform_ce"] < 3          # "almost three times"
+    assert kept["train_accuracy"] >= 0.995 and kept["val_accuracy"] < part2["val_majority_accuracy"]
+    assert 3.5 < kept["val_ce"] / part2["uniform_ce"] < 4          # "almost four times"
     assert kept["val_mse"] > m["part1"]["learning_curve"]["val_mse"]
 
 
@@ -128,12 +139,20 @@ def test_2d_reconstruction_got_worse_with_the_auxiliary_task(m):
     assert m["part2"]["mse_change_ci"]["low"] > 0 and m["part2"]["relative_mse_change"] > 0
 
 
-def test_2d_accuracy_cannot_be_told_from_the_majority_class(m):
+def test_2d_accuracy_cannot_be_told_from_the_majority_class_on_the_test_split(m):
     part2 = m["part2"]
     edge = part2["accuracy_minus_majority_ci"]
     assert edge["low"] < 0 < edge["high"] and part2["test_accuracy"] > part2["majority_baseline_accuracy"]
     assert part2["majority_class"] == "other"
-    assert all(part2["recall"][c] > part2["class_share"][c] for c in part2["classes"])
+    assert part2["recall"]["frown"] < part2["class_share"]["frown"]
+    assert all(part2["recall"][c] > part2["class_share"][c] for c in ("smile", "other"))
+
+
+def test_2d_cross_validation_leans_above_chance_without_clearing_zero(m):
+    cv, test = m["part2"]["cv"], m["part2"]["accuracy_minus_majority_ci"]
+    assert cv["emoji"] == m["data"]["subset_size"] and cv["lambda"] == m["part2"]["lambda"]
+    assert cv["difference"]["low"] < 0 < cv["difference"]["mean"] and -0.02 < cv["difference"]["low"]
+    assert cv["difference"]["high"] - cv["difference"]["low"] < test["high"] - test["low"]   # "far tighter"
 
 
 def test_2d_the_five_emoji_go_the_same_way_as_the_test_set(m):
@@ -149,31 +168,36 @@ def test_3a_the_one_pair_vector_is_closer_for_the_crying_face(m):
     assert example["target"] == "crying face" and example["single"] < example["averaged"]
 
 
-def test_3b_the_classifier_judges_human_well_and_cat_weakly(m):
+def test_3b_the_classifier_judges_human_and_cat_faces_well(m):
     accuracy = m["part3"]["classifier_accuracy"]
-    assert accuracy["test_human_faces"] > 0.95 and accuracy["held_out_cats"] < 0.75
+    assert accuracy["test_human_faces"] > 0.95 and accuracy["held_out_cats"] == 1.0
 
 
 def test_3b_p_cat_jumps_once_the_vector_is_added(m):
     sweep = m["part3"]["strength_sweep"]
     assert sweep["scales"][0] == 0 and sweep["cat_probability"][0] < 0.5
-    assert all(p >= 0.995 for s, p in zip(sweep["scales"], sweep["cat_probability"]) if s >= 0.5)
+    assert all(p >= 0.95 for s, p in zip(sweep["scales"], sweep["cat_probability"]) if s >= 0.5)
 
 
-def test_3b_latent_arithmetic_does_not_beat_pixel_arithmetic(m):
+def test_3a_part_three_takes_the_size_with_the_lowest_validation_mse(m):
+    sweep = m["part1"]["sweep"]
+    assert m["part3"]["latent_dim"] == min(sweep, key=lambda r: r["val_mse"])["latent_dim"] == 128
+
+
+def test_3b_latent_arithmetic_beats_pixel_arithmetic_by_a_little(m):
     a = m["part3"]["analogy"]
-    assert a["latent_minus_pixel_ci"]["low"] < 0 < a["latent_minus_pixel_ci"]["high"]
-    assert a["latent_mse"] < a["pixel_mse"] and a["latent_wins"] == a["pairs"] // 2
+    assert a["latent_minus_pixel_ci"]["high"] < 0 and a["latent_mse"] < a["pixel_mse"]
+    assert a["latent_wins"] == 6 and a["latent_minus_pixel_ci"]["high"] > -0.001   # "almost touches zero"
 
 
 def test_3b_as_many_latent_as_pixel_composites_are_called_cats_and_no_reconstruction(m):
     a = m["part3"]["analogy"]
-    assert a["latent_cats"] == a["pixel_cats"] and a["unchanged_cats"] == 0
+    assert a["latent_cats"] == a["pixel_cats"] == a["pairs"] and a["unchanged_cats"] == 0
 
 
-def test_3b_the_floor_is_most_of_the_composites_error(m):
+def test_3b_the_floor_is_under_half_of_the_composites_error(m):
     a = m["part3"]["analogy"]
-    assert a["floor_share"] > 0.5 and a["floor_mse"] < a["latent_mse"]
+    assert a["floor_share"] < 0.5 and a["floor_mse"] < a["latent_mse"]
 
 
 def test_3b_ears_like_the_cats_and_smoother_than_them(m):

@@ -85,8 +85,9 @@ def test_the_recipe_and_the_model_come_from_the_run_configuration_alone():
         with pytest.raises(TypeError):
             cls()
     run = config(steps=10, batch_size=4, lr=1e-3, weight_decay=0.5, width=8, seed=3, lam=2.0)
-    assert run.recipe() == helpers.TrainConfig(steps=10, batch_size=4, lr=1e-3, weight_decay=0.5, seed=3)
-    assert run.recipe(steps=20, seed=4, lam=run.lam) == helpers.TrainConfig(20, 4, 1e-3, 0.5, 4, lam=2.0)
+    bf16 = helpers.native_bf16()
+    assert run.recipe() == helpers.TrainConfig(steps=10, batch_size=4, lr=1e-3, weight_decay=0.5, seed=3, bf16=bf16)
+    assert run.recipe(steps=20, seed=4, lam=run.lam) == helpers.TrainConfig(20, 4, 1e-3, 0.5, 4, lam=2.0, bf16=bf16)
     assert run.model(16, num_classes=3) == helpers.AEConfig(latent_dim=16, width=8, num_classes=3)
 
 
@@ -101,10 +102,13 @@ def test_the_recipe_and_the_model_come_from_the_run_configuration_alone():
     ("lr", 1e6, "lr=1000000.0: .* diverge"),
     ("lr", "0.01", "lr='0.01'"),
     ("lam", -1.0, "lam=-1.0"),
+    ("lam", 0.0, "lam=0.0: must be a finite number above 0"),
     ("lam", float("nan"), "lam=nan: must be a finite number"),
+    ("lambdas", [], "at least one weight"),
+    ("lambdas", [0.1, -1.0], "lambdas=-1.0"),
+    ("mse_margin", -0.1, "mse_margin=-0.1"),
     ("weight_decay", float("inf"), "weight_decay=inf"),
     ("keywords", [], "keywords"),
-    ("n_seeds", 0, "n_seeds"),
     ("seed", -1, "seed: -1 is not an integer from 0"),
     ("seed", 4294967295, "seed: 4294967295"),
     ("seed", 10 ** 20, "seed: 1000000"),
@@ -129,8 +133,8 @@ def test_papermill_booleans_are_understood():
 def test_quick_mode_never_writes_into_the_repository_root():
     with pytest.raises(ValueError, match="never replaces the committed results"):
         config(quick=True, run_dir=".")
-    quick = config(quick=True, run_dir="runs/q", latent_dims=[64]).effective()
-    assert quick.latent_dims == [64] and quick.steps == runs.QUICK_STEPS and quick.n_seeds == 2
+    quick = config(quick=True, run_dir="runs/q", latent_dims=[64], lambdas=[0.3, 0.01, 0.1]).effective()
+    assert quick.latent_dims == [64] and quick.steps == runs.QUICK_STEPS and quick.lambdas == [0.01, 0.3]
 
 
 def tiny_run(seed, num_classes=0, lr=2e-3, steps=4):
@@ -174,9 +178,26 @@ def test_diverging_training_stops_at_once_with_the_fix():
 def test_size_rule_stops_where_doubling_stops_paying():
     rows = [{"latent_dim": k, "val_mse": v} for k, v in
             [(16, 1.0), (32, 0.7), (64, 0.5), (128, 0.45), (256, 0.44)]]
-    assert helpers.choose_size(rows, 0.15) == 64
-    assert helpers.choose_size(rows, 0.5) == 16
-    assert helpers.choose_size(rows, 0.01) == 256    # every step paid: the largest
+    for row, bigger in zip(rows, rows[1:] + [None]):
+        row["next_val_gain"] = helpers.relative_drop(row["val_mse"], bigger and bigger["val_mse"])
+    rule = helpers.choose_size(rows, 0.15)
+    assert rule["choice"] == 64 and rule["gain_into_choice"] == pytest.approx(2 / 7)
+    assert rule["gain_after_choice"] == pytest.approx(0.1) and not rule["close"]
+    assert rule["gains"]["16->32"] == pytest.approx(0.3)
+    assert helpers.choose_size(rows, 0.5)["choice"] == 16
+    assert helpers.choose_size(rows, 0.01)["choice"] == 256    # every step paid: the largest
+    assert helpers.choose_size(rows, 0.11)["close"]            # 64 -> 128 gains 10%, 1 point below
+
+
+def test_lambda_rule_takes_the_best_accuracy_within_the_margin():
+    rows = [{"lambda": lam, "val_mse_change": change, "val_accuracy": accuracy} for lam, change, accuracy in
+            [(0.01, 0.02, 0.60), (0.1, 0.20, 0.70), (1.0, 0.60, 0.80)]]
+    assert helpers.choose_lambda(rows, 0.25) == {"choice": 0.1, "mse_margin": 0.25, "within_margin": [0.01, 0.1]}
+    assert helpers.choose_lambda(rows, 0.1)["choice"] == 0.01
+    assert helpers.choose_lambda(rows, 1.0)["choice"] == 1.0
+    assert helpers.choose_lambda(rows, 0.0)["choice"] == 0.01   # none within: the smallest
+    rows[1]["val_accuracy"] = 0.60
+    assert helpers.choose_lambda(rows, 0.25)["choice"] == 0.01  # a tie: the smaller lambda
 
 
 def run_config(tmp_path, **changes):
@@ -338,18 +359,17 @@ def test_models_trained_side_by_side_equal_models_trained_alone(face_data):
 
 
 def test_sweep_and_budget_check_spend_the_stated_steps(face_data):
-    """Every size at half the budget; the chosen size at the budget and at twice it."""
+    """Every size at the budget; the chosen size also at half and at twice it."""
     quick = config(steps=8, batch_size=64, latent_dims=[4, 8])
     pca = helpers.PCA(face_data["train"].x)
     sweep = helpers.latent_sweep(face_data, quick, pca)
-    assert sweep.steps == 4 and [r["latent_dim"] for r in sweep.rows] == [4, 8]
-    assert all(f.history["steps"][-1] == 4 for f in sweep.models.values())
-    assert sweep.chosen in (4, 8)
-    kept, doubled, check = helpers.train_at_budget(face_data, quick, sweep)
-    assert kept.history["steps"][-1] == 8 and doubled.history["steps"][-1] == 16
+    assert sweep.steps == 8 and [r["latent_dim"] for r in sweep.rows] == [4, 8]
+    assert all(f.history["steps"][-1] == 8 for f in sweep.models.values())
+    assert sweep.chosen in (4, 8) and sweep.lowest_val_size in (4, 8)
+    doubled, check = helpers.budget_check(face_data, quick, sweep)
+    assert doubled.history["steps"][-1] == 16
     assert (check["half_steps"], check["steps"], check["doubled_steps"]) == (4, 8, 16)
-    assert check["val_mse"] == min(kept.history["val_mse"])
-    assert check["half_val_mse"] == next(r["val_mse"] for r in sweep.rows if r["latent_dim"] == sweep.chosen)
+    assert check["val_mse"] == next(r["val_mse"] for r in sweep.rows if r["latent_dim"] == sweep.chosen)
 
 
 @pytest.mark.parametrize("written, value, matches", [
@@ -369,12 +389,28 @@ def test_labels_list_markers_code_and_the_assignments_constants_are_not_run_numb
     assert [n.text for n in left] == ["0.0122", "63", "21", "21"]
 
 
-def test_a_latent_dim_outside_the_sweep_has_no_half_budget_point(face_data):
-    """latent_dim set to a size the sweep did not train: the budget check has no half-budget
-    value and says so with None instead of failing."""
+def test_a_latent_dim_outside_the_sweep_is_trained_beside_it(face_data):
+    """latent_dim set to a size the sweep does not hold: that size is trained with the sweep,
+    stays out of its rows, and the budget check runs at it."""
     quick = config(steps=8, batch_size=64, latent_dims=[4], latent_dim=6)
     sweep = helpers.latent_sweep(face_data, quick, helpers.PCA(face_data["train"].x))
-    assert (sweep.chosen, sweep.rule_choice) == (6, 4)
-    kept, doubled, check = helpers.train_at_budget(face_data, quick, sweep)
-    assert check["half_val_mse"] is None and check["gain_to_budget"] is None
+    assert (sweep.chosen, sweep.rule["choice"]) == (6, 4) and [r["latent_dim"] for r in sweep.rows] == [4]
+    assert sweep.models[6].model.config.latent_dim == 6
+    doubled, check = helpers.budget_check(face_data, quick, sweep)
+    assert check["val_mse"] == min(sweep.models[6].history["val_mse"])
     assert check["enough"] == (check["gain_to_doubled"] < check["threshold"])
+
+
+def test_cross_validation_holds_out_every_emoji_once(face_data):
+    """The folds cover every unique emoji once; each fold's model never trains on its held-out
+    emoji; the accuracy and the majority class are per emoji."""
+    quick = config(steps=4, batch_size=64)
+    every, folds = helpers.cv_folds(face_data, quick)
+    held = torch.cat([held_out for held_out, _ in folds])
+    assert sorted(held.tolist()) == list(range(len(every.labels)))
+    for held_out, fold in folds:
+        assert not set(every.texts[i] for i in held_out) & set(fold.texts)
+        assert len(fold.x) >= len(fold.originals)
+    cv = helpers.cross_validate(face_data, quick, 4, 0.1, steps=4)
+    assert cv["emoji"] == len(every.labels) and cv["accuracy"]["images"] == len(every.labels)
+    assert cv["difference"]["mean"] == pytest.approx(cv["accuracy"]["mean"] - cv["majority"]["mean"])

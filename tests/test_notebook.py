@@ -42,12 +42,12 @@ def metrics_of(run_dir):
 def numbers(metrics):
     """The run's results, without timings, ids, the folder and the device."""
     drop = ("runtime", "provenance", "run", "figures", "config")
-    out = {k: v for k, v in metrics.items() if k not in drop}
-    out["part1"] = {k: v for k, v in metrics["part1"].items() if k not in ("seconds", "sweep")}
-    out["part1"]["sweep"] = [{k: v for k, v in r.items() if k != "seconds"}
-                             for r in metrics["part1"]["sweep"]]
-    out["part2"] = {k: v for k, v in metrics["part2"].items() if k not in ("seconds", "per_seed")}
-    return out
+
+    def untimed(value):
+        if isinstance(value, dict):
+            return {k: untimed(v) for k, v in value.items() if k != "seconds"}
+        return [untimed(v) for v in value] if isinstance(value, list) else value
+    return untimed({k: v for k, v in metrics.items() if k not in drop})
 
 
 def error_of(notebook):
