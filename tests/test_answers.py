@@ -77,6 +77,7 @@ def test_1c_below_pca_at_every_size_barely_at_128(m):
     assert all(r["ratio_to_pca"] < 1 for r in sweep.values()) and sweep[128]["ratio_to_pca"] > 0.98
     assert sweep[64]["next_pca_val_gain"] > sweep[64]["next_val_gain"]   # the curves draw together
     assert sweep[128]["test_mse"] < sweep[64]["test_mse"]
+    assert sweep[128]["val_mse"] < sweep[128]["pca_val_mse"]             # below PCA on validation there
 
 
 def test_1e_below_pca_late_in_training_with_a_generalisation_gap(m):

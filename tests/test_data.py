@@ -140,7 +140,7 @@ def test_face_subset_is_smiley_faces(face_data):
     assert sum(info["excluded"].values()) == 65 and info["excluded"]["clock"] == 24
     texts = [t for s in face_data.splits.values() for t in s.texts]
     assert not [t for t in texts if "cat" in t.split() or "clock" in t.split()]
-    assert info["split_sizes"] == {"train": 63, "val": 21, "test": 21}
+    assert info["split_sizes"] == {"train": 61, "val": 22, "test": 22}
     assert info["augmented_sizes"] == {"train": 600, "val": 200, "test": 200}
 
 

@@ -273,7 +273,7 @@ def test_rewording_an_answer_needs_no_new_run_but_a_wrong_number_or_new_code_is_
     notebook = json.loads((submission / "homework2.ipynb").read_text())
     answer = next(c for c in notebook["cells"] if c["cell_type"] == "markdown"
                   and "**The final average test error is" in "".join(c["source"]))
-    answer["source"] = ["### 1f. Error on the test set\nReworded: the test error is 0.0123 per pixel."]
+    answer["source"] = ["### 1f. Error on the test set\nReworded: the test error is 0.0101 per pixel."]
     (submission / "homework2.ipynb").write_text(json.dumps(notebook))
     assert project.submission_problems(submission) == project.submission_problems(ROOT)
     answer["source"] = ["### 1f. Error on the test set\nThe test error is 0.0871 per pixel."]
