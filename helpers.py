@@ -784,23 +784,25 @@ def relative_drop(before, after):
     return None if after is None else (before - after) / before
 
 
-def budget_check(data, config, sweep):
-    """The chosen size trained again at half and at twice the budget: the best validation
-    MSE at each of the three budgets and what each doubling gained. Returns the model at
-    twice the budget and the check."""
-    k, steps = sweep.chosen, config.steps
-    half, doubled = fit_all(data, [Job(config.model(k), config.recipe(steps=steps // 2)),
-                                   Job(config.model(k), config.recipe(steps=2 * steps))])
+def budget_jobs(config, latent_dim):
+    """The budget check's two models: the chosen size at half and at twice the budget."""
+    return [Job(config.model(latent_dim), config.recipe(steps=config.steps // 2)),
+            Job(config.model(latent_dim), config.recipe(steps=2 * config.steps))]
+
+
+def budget_check(sweep, half, doubled):
+    """The best validation MSE of the chosen size at half the budget, at the budget (the
+    sweep's model) and at twice it, and what each doubling gained."""
     best = lambda fitted: min(fitted.history["val_mse"])
-    check = {"half_steps": steps // 2, "half_val_mse": best(half),
-             "steps": steps, "val_mse": best(sweep.models[k]),
-             "doubled_steps": 2 * steps, "doubled_val_mse": best(doubled)}
+    check = {"half_steps": half.history["steps"][-1], "half_val_mse": best(half),
+             "steps": sweep.steps, "val_mse": best(sweep.models[sweep.chosen]),
+             "doubled_steps": doubled.history["steps"][-1], "doubled_val_mse": best(doubled)}
     check["gain_to_budget"] = relative_drop(check["half_val_mse"], check["val_mse"])
     check["gain_to_doubled"] = relative_drop(check["val_mse"], check["doubled_val_mse"])
     check["threshold"] = BUDGET_GAIN
     check["enough"] = check["gain_to_doubled"] < BUDGET_GAIN
     check["seconds"] = half.seconds + doubled.seconds
-    return doubled, check
+    return check
 
 
 # ----------------------------------------------------------------------------------------
@@ -914,14 +916,16 @@ def compare_to_pca(per_image_mse, pca, k, split, seed):
 # 5. Part 2: the classification head as an auxiliary task
 # ----------------------------------------------------------------------------------------
 
-def lambda_sweep(data, config, latent_dim, part1_val_mse):
-    """One model with a class head per lambda of the run, at Part 1's size, recipe and budget,
-    and the lambda rule (`choose_lambda`). Each row: lambda, the validation MSE and accuracy at
-    the epoch kept, and lambda x cross-entropy / MSE on the training batches of the first
-    epoch and of the epoch kept."""
-    heads = len(data.class_names)
-    jobs = [Job(config.model(latent_dim, heads), config.recipe(lam=lam)) for lam in config.lambdas]
-    fitted = dict(zip(config.lambdas, fit_all(data, jobs)))
+def lambda_jobs(config, latent_dim, heads):
+    """One model with a class head per lambda of the run, at Part 1's size, recipe and budget."""
+    return [Job(config.model(latent_dim, heads), config.recipe(lam=lam)) for lam in config.lambdas]
+
+
+def lambda_sweep(fitted, part1_val_mse, mse_margin):
+    """The lambda sweep's rows and its rule (`choose_lambda`); `fitted` maps each lambda to
+    its model. Each row: lambda, the validation MSE and accuracy at the epoch kept, and
+    lambda x cross-entropy / MSE on the training batches of the first epoch and of the
+    epoch kept."""
     rows = []
     for lam, f in fitted.items():
         kept = f.history["best_epoch"]
@@ -929,8 +933,7 @@ def lambda_sweep(data, config, latent_dim, part1_val_mse):
                      "val_accuracy": f.history["val_accuracy"][kept],
                      "val_mse_change": f.history["val_mse"][kept] / part1_val_mse - 1,
                      **{f"ce_share_{k}": v for k, v in loss_balance(f.history, lam).items()}})
-    rule = choose_lambda(rows, config.mse_margin)
-    return fitted, rows, rule
+    return rows, choose_lambda(rows, mse_margin)
 
 
 def choose_lambda(rows, mse_margin):

@@ -366,10 +366,23 @@ def test_sweep_and_budget_check_spend_the_stated_steps(face_data):
     assert sweep.steps == 8 and [r["latent_dim"] for r in sweep.rows] == [4, 8]
     assert all(f.history["steps"][-1] == 8 for f in sweep.models.values())
     assert sweep.chosen in (4, 8) and sweep.lowest_val_size in (4, 8)
-    doubled, check = helpers.budget_check(face_data, quick, sweep)
+    half, doubled = helpers.fit_all(face_data, helpers.budget_jobs(quick, sweep.chosen))
+    check = helpers.budget_check(sweep, half, doubled)
     assert doubled.history["steps"][-1] == 16
     assert (check["half_steps"], check["steps"], check["doubled_steps"]) == (4, 8, 16)
     assert check["val_mse"] == next(r["val_mse"] for r in sweep.rows if r["latent_dim"] == sweep.chosen)
+
+
+def test_lambda_sweep_has_one_headed_model_and_row_per_lambda(face_data):
+    """One model with a class head per lambda; each row's MSE change is against Part 1's."""
+    quick = config(steps=4, batch_size=64, lambdas=[0.1, 1.0])
+    jobs = helpers.lambda_jobs(quick, 8, len(face_data.class_names))
+    fitted = dict(zip(quick.lambdas, helpers.fit_all(face_data, jobs)))
+    rows, rule = helpers.lambda_sweep(fitted, part1_val_mse=0.05, mse_margin=quick.mse_margin)
+    assert [f.model.config.num_classes for f in fitted.values()] == [3, 3]
+    assert [r["lambda"] for r in rows] == [0.1, 1.0] and rule["choice"] in (0.1, 1.0)
+    for row, f in zip(rows, fitted.values()):
+        assert row["val_mse_change"] == pytest.approx(f.history["val_mse"][f.history["best_epoch"]] / 0.05 - 1)
 
 
 @pytest.mark.parametrize("written, value, matches", [
@@ -396,7 +409,8 @@ def test_a_latent_dim_outside_the_sweep_is_trained_beside_it(face_data):
     sweep = helpers.latent_sweep(face_data, quick, helpers.PCA(face_data["train"].x))
     assert (sweep.chosen, sweep.rule["choice"]) == (6, 4) and [r["latent_dim"] for r in sweep.rows] == [4]
     assert sweep.models[6].model.config.latent_dim == 6
-    doubled, check = helpers.budget_check(face_data, quick, sweep)
+    half, doubled = helpers.fit_all(face_data, helpers.budget_jobs(quick, sweep.chosen))
+    check = helpers.budget_check(sweep, half, doubled)
     assert check["val_mse"] == min(sweep.models[6].history["val_mse"])
     assert check["enough"] == (check["gain_to_doubled"] < check["threshold"])
 

@@ -482,7 +482,7 @@ def test_stopping_make_pdf_says_the_pdf_is_the_previous_one(tmp_path):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     deadline = time.time() + 60
-    while time.time() < deadline and "xelatex" not in subprocess.run(
+    while time.time() < deadline and "nbconvert" not in subprocess.run(
             ["ps", "-ww", "-g", str(process.pid), "-o", "args="], capture_output=True, text=True).stdout:
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGINT)   # Ctrl-C reaches the whole foreground group
