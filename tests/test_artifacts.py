@@ -136,7 +136,7 @@ def test_committed_notebook_holds_no_widget_state():
 
 def test_pdf_is_short_and_labelled_and_figures_are_readable(metrics):
     info = subprocess.run(["pdfinfo", str(PDF)], capture_output=True, text=True, check=True).stdout
-    assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) <= 11   # 10 before the lambda figure and the cross-validation
+    assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) <= 10
     text = project.pdf_text(PDF)
     for label in LABELS:
         assert f"{label}." in text, label
