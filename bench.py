@@ -23,35 +23,17 @@ from torch import nn
 
 import helpers
 import runs
+import sources
 
 matplotlib.use("Agg")
 CONFIG = runs.RunConfig.defaults(source="mirror", run_dir="runs/bench")
-OUT = helpers.REPO_ROOT / "report"
+OUT = runs.REPO_ROOT / "report"
 LEVER_STEPS = 200   # a short training, enough to compare float32 with bfloat16
-
-
-class PeerAutoencoder(nn.Module):
-    """An encoder and a decoder behind our models' interface: x -> (recon, code, None)."""
-    classifier = None
-
-    def __init__(self, encoder, decoder):
-        super().__init__()
-        self.encoder, self.decoder = encoder, decoder
-
-    def encode(self, x):
-        return self.encoder(x)
-
-    def decode(self, z):
-        return self.decoder(z)
-
-    def forward(self, x):
-        z = self.encoder(x)
-        return self.decoder(z), z.flatten(1), None
 
 
 def tiny_pool_cae():
     """(a) Conv 3-16-32 with max-pooling; the code is a 32x16x16 feature map (8,192 numbers)."""
-    return PeerAutoencoder(
+    return helpers.EncoderDecoder(
         nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                       nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
         nn.Sequential(nn.ConvTranspose2d(32, 16, 2, stride=2), nn.ReLU(),
@@ -69,7 +51,7 @@ def strided_cae(code_size, batch_norm, dropout):
     for a, b in zip(channels[::-1], channels[::-1][1:]):
         up.append(nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1))
         up += [norm(b), act()] if b != 3 else [nn.Sigmoid()]
-    return PeerAutoencoder(
+    return helpers.EncoderDecoder(
         nn.Sequential(*down, nn.Flatten(), nn.Dropout(dropout), nn.Linear(256 * 16, code_size)),
         nn.Sequential(nn.Linear(code_size, 256 * 16), act(), nn.Unflatten(1, (256, 4, 4)), *up))
 
@@ -177,14 +159,12 @@ def throughput(data, pca, bf16=False, channels_last=False, steps=15):
         model, batch = model.to(memory_format=torch.channels_last), batch.contiguous(
             memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    recipe = replace(CONFIG.recipe(), bf16=bf16)
     model.train()
     for k in range(steps + 2):
         if k == 2:
             start = time.perf_counter()
-        loss = helpers.batch_losses(model, batch, None, 0.0, bf16)[2]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        helpers.train_step(model, optimizer, batch, None, recipe, k)
     per_second = steps * len(batch) / (time.perf_counter() - start)
     return per_second, step_flops(model, batch) / len(batch)
 
@@ -250,7 +230,7 @@ def main():
                f"torch {torch.__version__}, Python {platform.python_version()}")
     print(f"Machine: {machine}")
     started = time.perf_counter()
-    dataset, source = helpers.load_emoji_dataset(CONFIG.source)
+    dataset, source = sources.load_emoji_dataset(CONFIG.source)
     data = helpers.prepare_data(dataset, CONFIG)
     pca = helpers.PCA(data["train"].x)
     print(f"Data (load, decode, split, augment, PCA): {time.perf_counter() - started:.1f} s")

@@ -16,125 +16,25 @@ lives in runs.py; the offline mirror and the submission check in project.py; the
 in bench.py.
 """
 import copy
-import hashlib
-import io
 import math
-import os
 import re
-import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import datasets
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-datasets.disable_progress_bars()
+import workers
+from sources import clean_text, decode_images
 
-REPO_ROOT = Path(__file__).resolve().parent
-NOTEBOOK = REPO_ROOT / "homework2.ipynb"
-DATA_DIR = REPO_ROOT / "data"
-MIRROR_PATH = DATA_DIR / "emoji_mirror.parquet"
-HUB_DATASET = "valhalla/emoji-dataset"
-SOURCES = ("auto", "hub", "mirror", "a path to a .parquet file")
 SPLIT_TARGETS = {"train": 600, "val": 200, "test": 200}
-SOURCE_SHA256 = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()  # the code imported
 
 
 # ----------------------------------------------------------------------------------------
 # 1. Data
 # ----------------------------------------------------------------------------------------
-
-def hub_features():
-    """The features of the hub dataset: a PNG image and its lowercase name."""
-    from datasets import Features, Image as ImageFeature, Value
-
-    return Features({"image": ImageFeature(), "text": Value("string")})
-
-
-def hub_problem(timeout=3.0):
-    """None when the hub serves the dataset's metadata within `timeout` s, else the reason.
-
-    huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE, as `load_dataset` does."""
-    from huggingface_hub import HfApi
-
-    try:
-        HfApi().dataset_info(HUB_DATASET, timeout=timeout)
-        return None
-    except Exception as error:  # offline, refused, timed out, not found: all mean "no"
-        return (f"the hub did not serve {HUB_DATASET} within {timeout:g} s "
-                f"({type(error).__name__})")
-
-
-def load_emoji_dataset(source="auto", mirror_path=MIRROR_PATH, hub_timeout=3.0):
-    """Load the emoji rows as a `datasets.Dataset` with columns `image` and `text`.
-
-    `source` is "hub", "mirror", "auto" (the hub if it serves the dataset within
-    `hub_timeout` seconds, else the mirror) or a path to a parquet file in the hub's schema.
-    Returns the dataset and the source actually used.
-    """
-    from datasets import load_dataset
-
-    if source in ("auto", "hub"):
-        problem = hub_problem(hub_timeout)   # the one probe
-        if problem and source == "hub":
-            raise ConnectionError(
-                f"source='hub': the Hugging Face hub did not answer: {problem}. "
-                "Use source='mirror' (offline copy, built by `make data`) or source='auto'.")
-        if problem:
-            print(f"source='auto': using the offline mirror, because {problem}.")
-        source = "mirror" if problem else "hub"
-    if source == "hub":
-        dataset = load_dataset(HUB_DATASET, split="train")
-    elif source == "mirror":
-        if not Path(mirror_path).is_file():
-            raise FileNotFoundError(
-                f"source='mirror': {mirror_path} does not exist. Build it with `make data`.")
-        dataset = _load_parquet(mirror_path, "source='mirror'")
-    elif str(source).endswith(".parquet"):
-        if not Path(source).expanduser().is_file():
-            raise FileNotFoundError(
-                f"source={source!r}: no such parquet file. Give an existing path, "
-                "or use source='mirror' or 'auto'.")
-        dataset = _load_parquet(Path(source).expanduser(), f"source={source!r}")
-    else:
-        raise ValueError(f"source={source!r} is unknown. Use one of: {', '.join(SOURCES)}.")
-    missing = {"image", "text"} - set(dataset.column_names)
-    if missing:
-        raise ValueError(
-            f"source={source!r} lacks the column(s) {sorted(missing)}; it needs 'image' "
-            "(PNG) and 'text' (string) like valhalla/emoji-dataset.")
-    if len(dataset) == 0:
-        raise ValueError(f"source={source!r} has no rows. Point source at a file with emoji.")
-    print(f"Data source: {source} ({len(dataset)} rows)")
-    return dataset.select_columns(["image", "text"]), str(source)
-
-
-def _load_parquet(path, what):
-    import pyarrow.parquet as pq
-    from datasets import Dataset
-
-    try:
-        rows = pq.read_metadata(str(path)).num_rows
-    except Exception:  # not readable as parquet: reported below
-        rows = None
-    if rows == 0:
-        raise ValueError(f"{what} has no rows. Point source at a file with emoji.")
-    try:  # a fresh cache: the datasets cache knows a file by path and time, not by content
-        with tempfile.TemporaryDirectory() as cache:
-            return Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True)
-    except Exception as error:  # pyarrow raises several types for a damaged file
-        raise ValueError(
-            f"{what}: {path} could not be read as parquet ({type(error).__name__}). "
-            "Rebuild the mirror with `make data`, or point source at a valid parquet file."
-        ) from error
-
 
 def word_pattern(words, whole_word=True):
     parts = [re.escape(w.lower()) for w in words]
@@ -176,92 +76,14 @@ def select_subset(texts, keywords, exclude=(), whole_word=True):
     return chosen, dict(dropped)
 
 
-def to_rgb(picture):
-    """An RGB copy of a PIL image: transparent parts on white, 16-bit channels scaled to 8,
-    float pixels (mode F) read as 0-1 when none exceeds 1, else as 0-255."""
-    if picture.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        gray = np.asarray(picture, dtype=np.float64)
-        if picture.mode == "F":
-            gray = gray * 255 if gray.max(initial=0) <= 1 else gray
-        else:
-            gray = gray / (257 if picture.mode.startswith("I;16") else 65535 / 255)
-        picture = Image.fromarray(gray.clip(0, 255).round().astype(np.uint8), "L")
-    white = Image.new("RGBA", picture.size, "white")
-    return Image.alpha_composite(white, picture.convert("RGBA")).convert("RGB")
-
-
-def to_square(picture):
-    """Centre a picture that is not square on a white square, so resizing keeps its shape."""
-    side = max(picture.size)
-    square = Image.new("RGB", (side, side), "white")
-    square.paste(picture, ((side - picture.width) // 2, (side - picture.height) // 2))
-    return square
-
-
-def decode_images(dataset, indices, image_size=64):
-    """Decode rows to uint8 tensors (N, 3, size, size), RGB on white.
-
-    Rows whose image cannot be decoded (broken, or so large that PIL refuses it as a
-    decompression bomb) or whose text is not a string are skipped; a picture that is not
-    square is centred on white first (a note says how many). Returns the images, their texts
-    (lowercase) and the number skipped.
-    """
-    from datasets import Image as ImageFeature
-
-    raw = dataset.cast_column("image", ImageFeature(decode=False))
-    images, texts, skipped, not_square, first_problem = [], [], 0, [], None
-    for i in indices:
-        row = raw[int(i)]
-        try:
-            picture = Image.open(io.BytesIO(row["image"]["bytes"]))
-            picture.load()
-            picture = to_rgb(picture)
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, TypeError,
-                ValueError, KeyError) as error:
-            skipped += 1
-            first_problem = first_problem or undecodable(row["image"], error)
-            continue
-        if not isinstance(row["text"], str):
-            skipped += 1
-            first_problem = first_problem or f"its text is {type(row['text']).__name__}, not a string"
-            continue
-        if picture.width != picture.height:
-            not_square.append(f"{row['text']!r} ({picture.width}x{picture.height})")
-            picture = to_square(picture)
-        picture = picture.resize((image_size, image_size), Image.LANCZOS)
-        images.append(torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1))
-        texts.append(clean_text(row["text"]))
-    if not_square:
-        print(f"Note: {len(not_square)} image(s) are not square, e.g. {not_square[0]}; each was "
-              f"centred on a white square before resizing to {image_size}x{image_size}.")
-    if not images:
-        raise ValueError(f"None of the {len(indices)} selected rows could be decoded; the first "
-                         f"because {first_problem}. The image column must hold each picture's "
-                         "PNG (or JPEG) bytes and the text column strings, as on the hub.")
-    return torch.stack(images), texts, skipped
-
-
-def undecodable(image, error):
-    """Why a row's image could not be decoded, in words."""
-    if isinstance(image, dict) and image.get("bytes") is None and image.get("path"):
-        return f"its image is a file path ({image['path']!r}) instead of the picture's bytes"
-    return f"its image could not be read ({type(error).__name__})"
-
-
-def clean_text(text):
-    """An emoji name as the rules compare it: lowercase, single spaces (non-breaking,
-    doubled and trailing spaces are a file's noise, not part of the name)."""
-    return " ".join(text.lower().split())
-
-
 def drop_duplicates(images, texts):
     """Keep the first of every group of rows with the same pixels or the same text."""
     seen_pixels, seen_texts, keep = set(), set(), []
     for i, (image, text) in enumerate(zip(images, texts)):
-        digest = hashlib.sha256(image.numpy().tobytes()).hexdigest()
-        if digest in seen_pixels or text in seen_texts:
+        pixels = image.numpy().tobytes()
+        if pixels in seen_pixels or text in seen_texts:
             continue
-        seen_pixels.add(digest)
+        seen_pixels.add(pixels)
         seen_texts.add(text)
         keep.append(i)
     return keep
@@ -428,7 +250,7 @@ class AEConfig:
     latent_dim: int
     width: int                # channels after the first stride; doubled at each stride
     image_size: int = 64      # a power of two, at least 16
-    num_classes: int = 0      # > 0 adds a classification head on the latent code
+    num_classes: int = 0      # > 0: Part 2's model, with a class head on the code
 
     def __post_init__(self):
         size = self.image_size
@@ -451,32 +273,13 @@ def up_block(c_in, c_out):
                          nn.BatchNorm2d(c_out), nn.ReLU())
 
 
-class Autoencoder(nn.Module):
-    """DCGAN-style convolutional autoencoder: image -> latent vector -> image.
+class EncoderDecoder(nn.Module):
+    """Image -> code -> image, from any encoder and decoder: the interface that training and
+    evaluation use (bench.py puts the peers' models behind it too)."""
 
-    The encoder halves the resolution down to 4x4 while doubling the channels, then a
-    linear layer gives the latent code; the decoder mirrors it and ends in a sigmoid, so
-    the output has the input's shape and range. With num_classes > 0 a linear head reads
-    the code (Part 2).
-    """
-
-    def __init__(self, config: AEConfig):
+    def __init__(self, encoder, decoder):
         super().__init__()
-        self.config = config
-        steps = int(math.log2(config.image_size)) - 2
-        channels = [config.width * 2 ** k for k in range(steps)]
-        top = channels[-1]
-        self.encoder = nn.Sequential(
-            down_block(3, channels[0], norm=False),
-            *[down_block(a, b) for a, b in zip(channels, channels[1:])],
-            nn.Sequential(nn.Flatten(), nn.Linear(top * 16, config.latent_dim)))
-        self.decoder = nn.Sequential(
-            nn.Sequential(nn.Linear(config.latent_dim, top * 16), nn.ReLU(),
-                          nn.Unflatten(1, (top, 4, 4))),
-            *[up_block(a, b) for a, b in zip(channels[::-1], channels[::-1][1:])],
-            nn.Sequential(nn.ConvTranspose2d(channels[0], 3, 4, 2, 1), nn.Sigmoid()))
-        self.classifier = (nn.Linear(config.latent_dim, config.num_classes)
-                           if config.num_classes else None)
+        self.encoder, self.decoder = encoder, decoder
 
     def encode(self, x):
         return self.encoder(x)
@@ -484,11 +287,37 @@ class Autoencoder(nn.Module):
     def decode(self, z):
         return self.decoder(z)
 
+    def classify(self, z):
+        """Class logits of the codes: None here; Part 2's model has a class head."""
+        return None
+
     def forward(self, x):
-        """Return the reconstruction, the latent code and the class logits (or None)."""
+        """The reconstruction, the latent code and the class logits (None without a head)."""
         z = self.encoder(x)
-        logits = self.classifier(z) if self.classifier is not None else None
-        return self.decoder(z), z, logits
+        return self.decoder(z), z, self.classify(z)
+
+
+class Autoencoder(EncoderDecoder):
+    """DCGAN-style convolutional autoencoder: image -> latent vector -> image.
+
+    The encoder halves the resolution down to 4x4 while doubling the channels, then a
+    linear layer gives the latent code; the decoder mirrors it and ends in a sigmoid, so
+    the output has the input's shape and range.
+    """
+
+    def __init__(self, config: AEConfig):
+        steps = int(math.log2(config.image_size)) - 2
+        channels = [config.width * 2 ** k for k in range(steps)]
+        top = channels[-1]
+        super().__init__(
+            nn.Sequential(down_block(3, channels[0], norm=False),
+                          *[down_block(a, b) for a, b in zip(channels, channels[1:])],
+                          nn.Sequential(nn.Flatten(), nn.Linear(top * 16, config.latent_dim))),
+            nn.Sequential(nn.Sequential(nn.Linear(config.latent_dim, top * 16), nn.ReLU(),
+                                        nn.Unflatten(1, (top, 4, 4))),
+                          *[up_block(a, b) for a, b in zip(channels[::-1], channels[::-1][1:])],
+                          nn.Sequential(nn.ConvTranspose2d(channels[0], 3, 4, 2, 1), nn.Sigmoid())))
+        self.config = config
 
 
 def count_parameters(module):
@@ -520,29 +349,8 @@ class TrainConfig:
     bf16: bool = False        # bfloat16 autocast on the CPU: only where it has bfloat16 units
 
 
-def native_bf16():
-    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX): there autocast
-    trains about 1.3 times faster (make bench); elsewhere it is many times slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
-
-
 class TrainingDiverged(RuntimeError):
     pass
-
-
-def batch_losses(model, x, y, lam, bf16):
-    """MSE, cross-entropy (0 without a head) and the total loss of one batch."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and x.device.type == "cpu"):
-        recon, _, logits = model(x)
-    mse = F.mse_loss(recon.float(), x)
-    if logits is None:
-        return mse, torch.zeros((), device=x.device), mse, 0
-    ce = F.cross_entropy(logits.float(), y)
-    return mse, ce, mse + lam * ce, int((logits.argmax(1) == y).sum())
 
 
 WARMUP_SHARE = 0.3   # the one-cycle schedule's share of steps spent raising the learning rate
@@ -553,70 +361,77 @@ def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None, 
     """Train for `config.steps` AdamW steps with a one-cycle schedule; keep the epoch with
     the best validation MSE.
 
-    An epoch is one pass over the training images in a fresh order (the last one ends where
-    the budget does). Returns the history per epoch (train/val MSE, the step count and the
-    learning rate of its last step, and cross-entropy and accuracy when the model has a
-    classification head) and the best epoch; the model ends on that epoch. Stops with
-    TrainingDiverged as soon as a loss is not finite.
+    Returns the history per epoch (train/val MSE, the step count and the learning rate of
+    its last step, its seconds, and with class labels (Part 2) cross-entropy and accuracy)
+    and the best epoch; the model ends on that epoch.
     """
     device = device or pick_device()
     torch.manual_seed(config.seed)
     model.to(device, memory_format=torch.channels_last)   # faster convolutions (make bench)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     train_x, val_x = train_x.to(device), val_x.to(device)
-    has_head = model.classifier is not None
-    if has_head:
+    if train_y is not None:
         train_y, val_y = train_y.to(device), val_y.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
                                                    total_steps=config.steps,
                                                    pct_start=WARMUP_SHARE)
-    history = {k: [] for k in ("train_mse", "val_mse", "train_ce", "val_ce", "train_accuracy",
-                               "val_accuracy", "steps", "lr", "seconds")}
-    best = (float("inf"), 0, None)
-    step, epoch = 0, 0
+    history, best, step = {}, (float("inf"), 0, None), 0
     while step < config.steps:
         start = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(train_x), generator=generator, device=device)
-        sums, seen = torch.zeros(3), 0
-        for idx in order.split(config.batch_size)[:config.steps - step]:
-            x = augment(train_x[idx], generator) if config.augment else train_x[idx]
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = train_y[idx] if has_head else None
-            mse, ce, loss, correct = batch_losses(model, x, y, config.lam, config.bf16)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"Training diverged in epoch {epoch + 1} (step {step + 1}): the loss became "
-                    f"{loss.item()}. Lower the learning rate (lr={config.lr:g}) or "
-                    f"lam={config.lam:g}; nothing of this run was saved.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            used_lr = optimizer.param_groups[0]["lr"]
-            schedule.step()
-            step += 1
-            seen += len(idx)
-            sums += torch.tensor([mse.item() * len(idx), ce.item() * len(idx), correct])
+        step, (mse, ce, accuracy), lr = train_epoch(model, optimizer, schedule, train_x, train_y,
+                                                    config, generator, step)
         val = evaluate(model, val_x, val_y)
-        history["train_mse"].append(float(sums[0]) / seen)
-        history["val_mse"].append(val["mse"])
-        if has_head:
-            history["train_ce"].append(float(sums[1]) / seen)
-            history["train_accuracy"].append(float(sums[2]) / seen)
-            history["val_ce"].append(val["ce"])
-            history["val_accuracy"].append(val["accuracy"])
-        history["steps"].append(step)
-        history["lr"].append(used_lr)           # the rate of the epoch's last step
-        history["seconds"].append(time.perf_counter() - start)
+        epoch = {"train_mse": mse, "val_mse": val["mse"], "steps": step, "lr": lr}
+        if train_y is not None:
+            epoch |= {"train_ce": ce, "train_accuracy": accuracy, "val_ce": val["ce"],
+                      "val_accuracy": val["accuracy"]}
+        epoch["seconds"] = time.perf_counter() - start
+        for key, value in epoch.items():
+            history.setdefault(key, []).append(value)
         if val["mse"] < best[0]:
-            best = (val["mse"], epoch, copy.deepcopy(model.state_dict()))
-        epoch += 1
+            best = (val["mse"], len(history["val_mse"]) - 1, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
-    history = {k: v for k, v in history.items() if v}
-    history["best_epoch"] = best[1]
-    return history
+    return history | {"best_epoch": best[1]}
+
+
+def train_epoch(model, optimizer, schedule, train_x, train_y, config, generator, step):
+    """One pass over the training images in a fresh order, each batch freshly distorted
+    (AUGMENT), ending early where the budget does. Returns the step count after it, the mean
+    MSE, cross-entropy and accuracy over its images, and the learning rate of its last step."""
+    model.train()
+    order = torch.randperm(len(train_x), generator=generator, device=train_x.device)
+    sums, seen = torch.zeros(3), 0
+    for idx in order.split(config.batch_size)[:config.steps - step]:
+        x = augment(train_x[idx], generator) if config.augment else train_x[idx]
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = None if train_y is None else train_y[idx]
+        mse, ce, correct = train_step(model, optimizer, x, y, config, step)
+        lr = optimizer.param_groups[0]["lr"]
+        schedule.step()
+        step += 1
+        seen += len(idx)
+        sums += torch.tensor([mse * len(idx), ce * len(idx), correct])
+    return step, [float(total) / seen for total in sums], lr
+
+
+def train_step(model, optimizer, x, y, config, step):
+    """One optimizer step on a batch: the MSE, or Part 2's joint loss when the model has a
+    class head. Returns the batch's MSE, cross-entropy and correct count (0 without a head);
+    stops with TrainingDiverged when the loss is not finite."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16 and x.device.type == "cpu"):
+        recon, _, logits = model(x)
+    mse = F.mse_loss(recon.float(), x)
+    loss, ce, correct = (mse, 0.0, 0) if logits is None else joint_loss(mse, logits, y, config.lam)
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(
+            f"Training diverged at step {step + 1}: the loss became {loss.item()}. Lower the "
+            f"learning rate (lr={config.lr:g}) or lam={config.lam:g}; nothing of this run was saved.")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return mse.item(), ce, correct
 
 
 class PCA:
@@ -644,10 +459,6 @@ class Fitted:
     history: dict
     seconds: float
 
-    @property
-    def ms_per_step(self):
-        return 1000 * self.seconds / self.history["steps"][-1]
-
 
 @dataclass
 class Job:
@@ -665,29 +476,19 @@ def fit(data, model_config, recipe, extra_train=None):
 
 
 def fit_all(data, jobs):
-    """Train every job; returns their `Fitted` in order.
-
-    On the CPU every model trains in a process of its own with one thread, one process per
-    core: on two cores that is about 1.6 times the throughput of one two-thread training,
-    and a model's numbers do not depend on how many train beside it. On an accelerator they
-    train one after the other in this process.
-    """
+    """Train every job; returns their `Fitted` in order. On the CPU each model trains in a
+    single-threaded process of its own, one per core (workers.py); on an accelerator they
+    train one after the other in this process."""
     if pick_device().type != "cpu":
         return [fit_job(data, job) for job in jobs]
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    workers = max(1, min(len(jobs), os.cpu_count() or 1))
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
-                             initargs=(data, SOURCE_SHA256, os.getpid())) as pool:
-        return list(pool.map(_fit_in_worker, jobs))
+    return workers.map_in_processes(fit_job, data, jobs)
 
 
 def fit_job(data, job):
     """Build a model from the recipe's seed and train it on the training split (and the
     job's extra images), with class labels when the model has a head."""
     torch.manual_seed(job.recipe.seed)  # the initial weights depend on the seed alone
-    model = Autoencoder(job.model)
+    model = build_model(job.model)
     train_split = job.fold or data["train"]
     val_x, val_y = ((to_float(job.fold.originals), job.fold.labels) if job.fold
                     else (data["val"].x, data["val"].y))
@@ -698,29 +499,6 @@ def fit_job(data, job):
     history = train(model, train_x, val_x, job.recipe, **labels)
     return Fitted(model.cpu().eval(), history, time.perf_counter() - start)
 
-
-_WORKER_DATA = {}
-
-
-def _start_worker(data, parent_source_sha256, parent):
-    """A training process: one thread, the parent's data, and a watch that ends it when the
-    parent is gone."""
-    torch.set_num_threads(1)
-    _WORKER_DATA.update(data=data, parent_source_sha256=parent_source_sha256)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-
-
-def _exit_with_parent(parent, every=1.0):
-    while os.getppid() == parent:
-        time.sleep(every)
-    os._exit(1)
-
-
-def _fit_in_worker(job):
-    if SOURCE_SHA256 != _WORKER_DATA["parent_source_sha256"]:
-        raise RuntimeError("helpers.py changed on disk since the notebook imported it, so a "
-                           "training process would run other code. Run the notebook again.")
-    return fit_job(_WORKER_DATA["data"], job)
 
 
 @dataclass
@@ -912,9 +690,48 @@ def compare_to_pca(per_image_mse, pca, k, split, seed):
             "difference": bootstrap(per_image_mse - pca_errors, split.origin, seed)}
 
 
+def random_pick(split, count, seed, exclude=()):
+    """A seeded random draw of `count` unique emoji of a split (indices into originals),
+    leaving out those in `exclude`."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(split.texts), generator=generator)
+    left_out = {int(i) for i in exclude}
+    return torch.tensor([int(i) for i in order if int(i) not in left_out][:count]).sort().values
+
+
+def worst_emoji(split, per_image_mse, count):
+    """The `count` unique emoji with the highest mean error over their images."""
+    per_emoji = torch.zeros(len(split.texts)).index_add_(0, split.origin, per_image_mse)
+    per_emoji /= torch.bincount(split.origin, minlength=len(split.texts))
+    return per_emoji.argsort(descending=True)[:count], per_emoji
+
+
 # ----------------------------------------------------------------------------------------
 # 5. Part 2: the classification head as an auxiliary task
 # ----------------------------------------------------------------------------------------
+
+class ClassHeadAutoencoder(Autoencoder):
+    """Part 2's model: the autoencoder with a linear class head that reads its latent code."""
+
+    def __init__(self, config: AEConfig):
+        super().__init__(config)
+        self.classifier = nn.Linear(config.latent_dim, config.num_classes)
+
+    def classify(self, z):
+        return self.classifier(z)
+
+
+def build_model(config: AEConfig):
+    """Part 1's autoencoder, or Part 2's with a class head when `config.num_classes` > 0."""
+    return ClassHeadAutoencoder(config) if config.num_classes else Autoencoder(config)
+
+
+def joint_loss(mse, logits, y, lam):
+    """Part 2's loss of a batch, MSE + lam x cross-entropy of the class head; also the
+    cross-entropy and the number of images classified correctly."""
+    ce = F.cross_entropy(logits.float(), y)
+    return mse + lam * ce, ce.item(), int((logits.argmax(1) == y).sum())
+
 
 def lambda_jobs(config, latent_dim, heads):
     """One model with a class head per lambda of the run, at Part 1's size, recipe and budget."""
@@ -1211,25 +1028,29 @@ def fit_cat_classifiers(data, pairs, seed):
     return classifiers, accuracy
 
 
-@torch.no_grad()
-def held_out_analogies(models, classifiers, pairs, seed):
-    """For each pair i: add the attribute, averaged over the other pairs, to i's human face,
-    with the model and the classifier of i's fold (neither saw i's cat face).
+COMPOSITES = ("latent", "pixel", "unchanged", "floor")   # what Part 3 decodes for each pair
 
-    None when there are fewer than MIN_HELD_OUT_PAIRS pairs. Per pair: the MSE to the true cat
-    face of the decoded latent composite, the same arithmetic on pixels (clipped), the
-    unchanged reconstruction and the reconstruction of the true cat face itself (the floor);
-    the classifier's P(cat) of the first three; whether each composite is nearer its own
-    human face than any other pair's (identity kept); and the latent composite's ear coverage
-    and sharpness beside the true cat face's.
+
+@torch.no_grad()
+def held_out_composites(models, classifiers, pairs):
+    """For each pair i, with the model and the classifier of i's fold (neither saw i's cat
+    face): the attribute vector, averaged over the other pairs, added to i's human face in
+    the latent space (decoded) and on pixels (clipped); beside them the unchanged
+    reconstruction of the human face and the reconstruction of the true cat face (the floor).
+
+    Returns each kind's images (n, 3, H, W) and a DataFrame with a row per pair: each image's
+    MSE to the true cat face, the classifier's P(cat) of the first three, whether the latent
+    and pixel composites are nearer i's human face than any other pair's (identity kept), and
+    the latent composite's ear coverage and sharpness beside the true cat face's. None, None
+    with fewer than MIN_HELD_OUT_PAIRS pairs.
     """
+    import pandas as pd
+
     if not pairs.held_out:
-        return None
+        return None, None
     n = len(pairs.names)
-    kinds = ("latent", "pixel", "unchanged", "floor")
-    out = {f"{kind}_{what}": [None] * n for kind in kinds for what in ("mse", "image")}
-    out |= {f"{kind}_p_cat": [None] * n for kind in kinds[:3]}
-    out |= {f"{kind}_identity": [None] * n for kind in kinds[:2]}
+    images, rows = {kind: [None] * n for kind in COMPOSITES}, [None] * n
+    nearest = lambda image: int((pairs.without_images - image).pow(2).flatten(1).mean(1).argmin())
     for fold, model, classifier in zip(pairs.folds(), models, classifiers):
         model.eval()
         z_with, z_without = model.encode(pairs.with_images), model.encode(pairs.without_images)
@@ -1237,44 +1058,48 @@ def held_out_analogies(models, classifiers, pairs, seed):
             others = pairs.others(i)
             z_vector = (z_with[others] - z_without[others]).mean(0)
             pixel_vector = (pairs.with_images[others] - pairs.without_images[others]).mean(0)
-            images = {"latent": model.decode(z_without[i:i + 1] + z_vector)[0],
-                      "pixel": (pairs.without_images[i] + pixel_vector).clamp(0, 1),
-                      "unchanged": model.decode(z_without[i:i + 1])[0],
-                      "floor": model.decode(z_with[i:i + 1])[0]}
-            for kind, image in images.items():
-                out[f"{kind}_mse"][i] = float((image - pairs.with_images[i]).pow(2).mean())
-                out[f"{kind}_image"][i] = image
-            for kind in kinds[:3]:
-                out[f"{kind}_p_cat"][i] = float(classifier.p_cat(images[kind][None]))
-            for kind in kinds[:2]:
-                distance = (pairs.without_images - images[kind]).pow(2).flatten(1).mean(1)
-                out[f"{kind}_identity"][i] = int(distance.argmin()) == i
-    for kind in kinds:
-        out[f"{kind}_image"] = torch.stack(out[f"{kind}_image"])
-    out["latent_ears"] = [ear_coverage(image[None]) for image in out["latent_image"]]
-    out["latent_sharpness"] = [sharpness(image[None]) for image in out["latent_image"]]
-    out["truth_sharpness"] = [sharpness(image[None]) for image in pairs.with_images]
-    latent, pixel = out["latent_mse"], out["pixel_mse"]
-    mean = lambda values: sum(values) / len(values)
-    interval = lambda values: bootstrap(values, torch.arange(n), seed)
-    out["summary"] = {
-        "pairs": n, "latent_mse": mean(latent), "pixel_mse": mean(pixel),
-        "unchanged_mse": mean(out["unchanged_mse"]), "floor_mse": mean(out["floor_mse"]),
-        "latent_mse_ci": interval(latent), "pixel_mse_ci": interval(pixel),
-        "latent_minus_pixel_ci": interval([a - b for a, b in zip(latent, pixel)]),
-        "latent_wins": sum(a < b for a, b in zip(latent, pixel)),
-        "latent_cats": sum(p >= 0.5 for p in out["latent_p_cat"]),
-        "pixel_cats": sum(p >= 0.5 for p in out["pixel_p_cat"]),
-        "unchanged_cats": sum(p >= 0.5 for p in out["unchanged_p_cat"]),
-        "latent_identity": sum(out["latent_identity"]), "pixel_identity": sum(out["pixel_identity"]),
-        "latent_sharpness": mean(out["latent_sharpness"]), "truth_sharpness": mean(out["truth_sharpness"]),
-        "latent_ears": mean(out["latent_ears"]), "pixel_ears": ear_coverage(out["pixel_image"]),
-        "unchanged_ears": ear_coverage(out["unchanged_image"]), "truth_ears": ear_coverage(pairs.with_images),
-        "human_ears": ear_coverage(pairs.without_images)}
-    shares = [f / l for f, l in zip(out["floor_mse"], latent)]
-    out["summary"] |= {"floor_share": mean(out["floor_mse"]) / mean(latent),
-                       "floor_share_range": [min(shares), max(shares)]}
-    return out
+            made = {"latent": model.decode(z_without[i:i + 1] + z_vector)[0],
+                    "pixel": (pairs.without_images[i] + pixel_vector).clamp(0, 1),
+                    "unchanged": model.decode(z_without[i:i + 1])[0],
+                    "floor": model.decode(z_with[i:i + 1])[0]}
+            rows[i] = {f"{kind}_mse": float((image - pairs.with_images[i]).pow(2).mean())
+                       for kind, image in made.items()}
+            rows[i] |= {f"{kind}_p_cat": float(classifier.p_cat(made[kind][None]))
+                        for kind in COMPOSITES[:3]}
+            rows[i] |= {f"{kind}_identity": nearest(made[kind]) == i for kind in COMPOSITES[:2]}
+            for kind, image in made.items():
+                images[kind][i] = image
+    images = {kind: torch.stack(made) for kind, made in images.items()}
+    per_pair = pd.DataFrame(rows, index=pairs.human_faces)
+    per_pair["latent_ears"] = [ear_coverage(image[None]) for image in images["latent"]]
+    per_pair["latent_sharpness"] = [sharpness(image[None]) for image in images["latent"]]
+    per_pair["truth_sharpness"] = [sharpness(image[None]) for image in pairs.with_images]
+    return images, per_pair
+
+
+def score_analogies(per_pair, images, pairs, seed):
+    """The held-out analogies in numbers: each kind's mean MSE, intervals over pairs (latent,
+    pixels, their difference), how many pairs the latent composite wins, how many composites
+    the classifier calls cats and keep their identity, the floor's share of the latent MSE,
+    and ear coverage and sharpness beside the true cat faces'."""
+    mean = lambda column: sum(per_pair[column]) / len(per_pair)
+    count = lambda where: int(where.sum())
+    interval = lambda values: bootstrap(list(values), torch.arange(len(per_pair)), seed)
+    latent, pixel, floor = per_pair["latent_mse"], per_pair["pixel_mse"], per_pair["floor_mse"]
+    shares = floor / latent
+    return {"pairs": len(per_pair), **{f"{kind}_mse": mean(f"{kind}_mse") for kind in COMPOSITES},
+            "latent_mse_ci": interval(latent), "pixel_mse_ci": interval(pixel),
+            "latent_minus_pixel_ci": interval(latent - pixel),
+            "latent_wins": count(latent < pixel),
+            **{f"{kind}_cats": count(per_pair[f"{kind}_p_cat"] >= 0.5) for kind in COMPOSITES[:3]},
+            **{f"{kind}_identity": count(per_pair[f"{kind}_identity"]) for kind in COMPOSITES[:2]},
+            "latent_sharpness": mean("latent_sharpness"), "truth_sharpness": mean("truth_sharpness"),
+            "latent_ears": mean("latent_ears"), "pixel_ears": ear_coverage(images["pixel"]),
+            "unchanged_ears": ear_coverage(images["unchanged"]),
+            "truth_ears": ear_coverage(pairs.with_images),
+            "human_ears": ear_coverage(pairs.without_images),
+            "floor_share": mean("floor_mse") / mean("latent_mse"),
+            "floor_share_range": [float(shares.min()), float(shares.max())]}
 
 
 def representative_donor(model, pairs, target):
@@ -1318,94 +1143,3 @@ def sharpness(images):
     """Mean absolute difference between neighbouring pixels: lower means blurrier."""
     return float((images[..., 1:, :] - images[..., :-1, :]).abs().mean()
                  + (images[..., :, 1:] - images[..., :, :-1]).abs().mean())
-
-
-# ----------------------------------------------------------------------------------------
-# 7. Figures
-# ----------------------------------------------------------------------------------------
-
-def show_images(rows, row_titles=None, col_titles=None, size=1.0, title=None, fontsize=8):
-    """A grid of images: `rows` is a list of lists (or tensors) of (3, H, W) images.
-
-    Each cell is `size` inches square; the figure grows to fit the column titles' lines.
-    Titles print as written (see `figure_text`)."""
-    import matplotlib.pyplot as plt
-
-    n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    lines = max((t.count("\n") + 1 for t in col_titles or [""]), default=0) if col_titles else 0
-    text_in = fontsize / 72 * 1.25
-    height = size * n_rows + lines * text_in + (2 * text_in if title else 0) + 0.1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols + 0.4, height), squeeze=False)
-    for r, row in enumerate(rows):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            ax.set_xticks([]), ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(row):
-                image = row[c].float()
-                image = image / 255 if image.max() > 1 else image
-                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
-            if col_titles and r == 0 and c < len(col_titles):
-                ax.set_title(figure_text(col_titles[c]), fontsize=fontsize)
-        if row_titles:
-            axes[r, 0].set_ylabel(figure_text(row_titles[r]), fontsize=fontsize)
-    top = 1.0
-    if title:
-        fig.suptitle(figure_text(title), fontsize=fontsize + 0.5)
-        top = 1 - 2 * text_in / height
-    fig.tight_layout(pad=0.3, rect=(0, 0, 1, top))
-    return fig
-
-
-def show_equation(images, titles, operators, size=0.85, fontsize=7.5, title=None):
-    """One row of images with an operator ('-', '+', '=', or '' for a gap) printed between
-    each image and the next, as the course writes latent arithmetic."""
-    import matplotlib.pyplot as plt
-
-    widths = [w for k in range(len(images)) for w in ([1.0] if k == 0 else [0.28, 1.0])]
-    line = fontsize / 72 * 1.25
-    above = (max(t.count("\n") + 1 for t in titles) + (1.6 if title else 0)) * line
-    height = size + above + 0.1
-    fig, axes = plt.subplots(1, len(widths), figsize=(size * sum(widths) + 0.2, height),
-                             gridspec_kw={"width_ratios": widths, "wspace": 0.04})
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.05 / height, top=(0.05 + size) / height)
-    for ax in axes:
-        ax.axis("off")
-    for k, (image, text) in enumerate(zip(images, titles)):
-        axes[2 * k].imshow(image.float().permute(1, 2, 0).clamp(0, 1).numpy())
-        axes[2 * k].set_title(figure_text(text), fontsize=fontsize)
-    for k, operator in enumerate(operators):
-        axes[2 * k + 1].text(0.5, 0.5, operator, fontsize=fontsize + 8, ha="center", va="center",
-                             transform=axes[2 * k + 1].transAxes)
-    if title:
-        fig.suptitle(figure_text(title), fontsize=fontsize + 0.5, y=1 - 0.1 / height, va="top")
-    return fig
-
-
-def figure_text(text):
-    """Text for a matplotlib title: a '$' in an emoji or class name prints as it is."""
-    return text.replace("$", r"\$")
-
-
-def wrap(text, width=14):
-    """Break an emoji name into short lines for a figure title."""
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width))
-
-
-def random_pick(split, count, seed, exclude=()):
-    """A seeded random draw of `count` unique emoji of a split (indices into originals),
-    leaving out those in `exclude`."""
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(split.texts), generator=generator)
-    left_out = {int(i) for i in exclude}
-    return torch.tensor([int(i) for i in order if int(i) not in left_out][:count]).sort().values
-
-
-def worst_emoji(split, per_image_mse, count):
-    """The `count` unique emoji with the highest mean error over their images."""
-    per_emoji = torch.zeros(len(split.texts)).index_add_(0, split.origin, per_image_mse)
-    per_emoji /= torch.bincount(split.origin, minlength=len(split.texts))
-    return per_emoji.argsort(descending=True)[:count], per_emoji

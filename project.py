@@ -26,14 +26,16 @@ from PIL import Image
 
 import helpers
 import runs
+import sources
 
 MIRROR_PACKAGE = "emoji-datasource-apple@16.0.0"
 LABELS = ["1a", "1b", "1c", "1d", "1e", "1f", "1g", "2a", "2b", "2c", "2d", "2e",
           "3a", "3b", "3c"]
-DELIVERABLES = ["homework2.ipynb", "report/homework2.pdf", "helpers.py", "runs.py", "requirements.txt"]
+DELIVERABLES = ["homework2.ipynb", "report/homework2.pdf", "helpers.py", "sources.py", "workers.py",
+                "runs.py", "requirements.txt"]
 
 
-def build_mirror(path=helpers.MIRROR_PATH):
+def build_mirror(path=sources.MIRROR_PATH):
     """Build the offline stand-in for the hub dataset from the npm package's Apple emoji.
 
     Each emoji with an Apple image becomes a row: its 64 px PNG composited on white (RGB)
@@ -53,12 +55,12 @@ def build_mirror(path=helpers.MIRROR_PATH):
             if not entry.get("has_img_apple"):
                 continue
             png = io.BytesIO()
-            helpers.to_rgb(Image.open(package / "img/apple/64" / entry["image"])).save(
+            sources.to_rgb(Image.open(package / "img/apple/64" / entry["image"])).save(
                 png, format="PNG")
             images.append({"bytes": png.getvalue(), "path": None})
             texts.append(entry["name"].lower())
     dataset = Dataset.from_dict({"image": images, "text": texts},
-                                features=helpers.hub_features())
+                                features=sources.hub_features())
     runs.atomic_write(path, lambda tmp: dataset.to_parquet(tmp))
     return Path(path)
 
@@ -110,8 +112,8 @@ def run_notebook(run_dir, make_pid, params):
     folder.mkdir(parents=True, exist_ok=True)
     executed, final = folder / ".homework2.run.ipynb", folder / "homework2.ipynb"
     papermill = subprocess.Popen(
-        [sys.executable, "-m", "papermill", str(helpers.NOTEBOOK), str(executed), "-p", "run_dir",
-         run_dir, *params, "--cwd", str(helpers.REPO_ROOT), "--log-level", "WARNING",
+        [sys.executable, "-m", "papermill", str(runs.NOTEBOOK), str(executed), "-p", "run_dir",
+         run_dir, *params, "--cwd", str(runs.REPO_ROOT), "--log-level", "WARNING",
          "--no-progress-bar"])
     stop, parent = [], os.getppid()
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -141,7 +143,7 @@ def pdf_text(path):
     return result.stdout if result.returncode == 0 else None
 
 
-def submission_problems(root=helpers.REPO_ROOT):
+def submission_problems(root=runs.REPO_ROOT):
     """Everything that makes the committed outputs unfit to hand in (empty when fine)."""
     import torch
 
@@ -231,7 +233,7 @@ def outputs_problems(root, metrics):
     import torch
 
     config = metrics["config"]
-    dataset, _ = helpers.load_emoji_dataset(metrics["data"]["source"])
+    dataset, _ = sources.load_emoji_dataset(metrics["data"]["source"])
     data = helpers.prepare_data(dataset, SimpleNamespace(**config))
     problems = []
     for part, weights, heads in (("part1", "weights/part1_autoencoder.pt", 0),
@@ -257,7 +259,7 @@ def outputs_problems(root, metrics):
     return problems
 
 
-def make_submission(root=helpers.REPO_ROOT, zip_path=None):
+def make_submission(root=runs.REPO_ROOT, zip_path=None):
     """Check every deliverable, then write homework2.zip (PDF at the top level)."""
     root = Path(root)
     problems = submission_problems(root)

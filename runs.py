@@ -26,8 +26,11 @@ import torch
 from filelock import FileLock, Timeout
 
 import helpers
+import sources
+import workers
 
-NOTEBOOK = helpers.REPO_ROOT / "homework2.ipynb"
+REPO_ROOT = Path(__file__).resolve().parent
+NOTEBOOK = REPO_ROOT / "homework2.ipynb"
 OUTSIDE_REPO_OVERRIDE = "ALLOW_RUN_DIR_OUTSIDE_REPO"   # set to 1 to write a run elsewhere
 MAX_SEED = 2 ** 31 - 1 - 1000   # seed + small offsets must stay valid for numpy and torch
 QUICK_STEPS = 40                # optimizer steps per model in quick mode
@@ -103,7 +106,7 @@ class RunConfig:
         check_words("keywords", self.keywords, allow_empty=False)
         check_words("exclude", self.exclude, allow_empty=True)
         if not isinstance(self.source, str) or not self.source:
-            raise ValueError(f"source={self.source!r}: use one of: {', '.join(helpers.SOURCES)}.")
+            raise ValueError(f"source={self.source!r}: use one of: {', '.join(sources.SOURCES)}.")
         if not isinstance(self.group_members, str):
             raise ValueError(f"group_members={self.group_members!r}: give the names as one "
                              "string, e.g. -p group_members 'Ada Lovelace, Alan Turing'.")
@@ -122,7 +125,7 @@ class RunConfig:
         if not isinstance(self.run_dir, str) or not self.run_dir.strip():
             raise ValueError(f"run_dir={self.run_dir!r}: give a folder, e.g. runs/mine.")
         folder = self.folder()
-        if not folder.is_relative_to(helpers.REPO_ROOT) and os.environ.get(
+        if not folder.is_relative_to(REPO_ROOT) and os.environ.get(
                 OUTSIDE_REPO_OVERRIDE) != "1":
             raise ValueError(
                 f"run_dir={self.run_dir!r} is outside the repository ({folder}). Give a folder "
@@ -131,7 +134,7 @@ class RunConfig:
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"run_dir={self.run_dir!r} is a file, not a folder. Give a folder, "
                              "e.g. -p run_dir runs/mine.")
-        if self.quick and folder == helpers.REPO_ROOT:
+        if self.quick and folder == REPO_ROOT:
             raise ValueError(
                 f"quick=True with run_dir={self.run_dir!r}: a quick run never replaces the "
                 "committed results in the repository root. Give another folder, "
@@ -158,7 +161,7 @@ class RunConfig:
         return helpers.TrainConfig(steps=steps or self.steps, batch_size=self.batch_size,
                                    lr=self.lr, weight_decay=self.weight_decay, lam=lam,
                                    seed=self.seed if seed is None else seed,
-                                   bf16=helpers.native_bf16())
+                                   bf16=workers.native_bf16())
 
 
 def as_bool(name, value):
@@ -287,6 +290,80 @@ def table(rows, floatfmt=".4g", **columns):
     if columns:
         frame = frame[list(columns)].rename(columns=columns)
     return Table(frame, floatfmt)
+
+
+def show_images(rows, row_titles=None, col_titles=None, size=1.0, title=None, fontsize=8,
+                row_titles_across=False):
+    """A grid of images: `rows` is a list of lists (or tensors) of (3, H, W) images.
+
+    Each cell is `size` inches square; the figure grows to fit the column titles' lines.
+    Row titles read upwards, or across beside their rows with `row_titles_across`. Titles
+    print as written (see `figure_text`)."""
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    lines = max((t.count("\n") + 1 for t in col_titles or [""]), default=0) if col_titles else 0
+    text_in = fontsize / 72 * 1.25
+    height = size * n_rows + lines * text_in + (2 * text_in if title else 0) + 0.1
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols + 0.4, height), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(row):
+                image = row[c].float()
+                image = image / 255 if image.max() > 1 else image
+                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+            if col_titles and r == 0 and c < len(col_titles):
+                ax.set_title(figure_text(col_titles[c]), fontsize=fontsize)
+        if row_titles:
+            across = dict(rotation=0, ha="right", va="center") if row_titles_across else {}
+            axes[r, 0].set_ylabel(figure_text(row_titles[r]), fontsize=fontsize, **across)
+    top = 1.0
+    if title:
+        fig.suptitle(figure_text(title), fontsize=fontsize + 0.5)
+        top = 1 - 2 * text_in / height
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, top))
+    return fig
+
+
+def show_equation(images, titles, operators, size=0.85, fontsize=7.5, title=None):
+    """One row of images with an operator ('-', '+', '=', or '' for a gap) printed between
+    each image and the next, as the course writes latent arithmetic."""
+    import matplotlib.pyplot as plt
+
+    widths = [w for k in range(len(images)) for w in ([1.0] if k == 0 else [0.28, 1.0])]
+    line = fontsize / 72 * 1.25
+    above = (max(t.count("\n") + 1 for t in titles) + (1.6 if title else 0)) * line
+    height = size + above + 0.1
+    fig, axes = plt.subplots(1, len(widths), figsize=(size * sum(widths) + 0.2, height),
+                             gridspec_kw={"width_ratios": widths, "wspace": 0.04})
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.05 / height, top=(0.05 + size) / height)
+    for ax in axes:
+        ax.axis("off")
+    for k, (image, text) in enumerate(zip(images, titles)):
+        axes[2 * k].imshow(image.float().permute(1, 2, 0).clamp(0, 1).numpy())
+        axes[2 * k].set_title(figure_text(text), fontsize=fontsize)
+    for k, operator in enumerate(operators):
+        axes[2 * k + 1].text(0.5, 0.5, operator, fontsize=fontsize + 8, ha="center", va="center",
+                             transform=axes[2 * k + 1].transAxes)
+    if title:
+        fig.suptitle(figure_text(title), fontsize=fontsize + 0.5, y=1 - 0.1 / height, va="top")
+    return fig
+
+
+def figure_text(text):
+    """Text for a matplotlib title: a '$' in an emoji or class name prints as it is."""
+    return text.replace("$", r"\$")
+
+
+def wrap(text, width=14):
+    """Break an emoji name into short lines for a figure title."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 FIGURE_WIDTH_IN = 6.0    # the PDF prints figures at most this wide (0.9 of the text width)
@@ -510,7 +587,7 @@ def load_model(path, expected_config=None, device="cpu"):
     if expected_config is not None and asdict(config) != asdict(expected_config):
         raise ValueError(f"weights file {path} was made for {asdict(config)}, not for "
                          f"{asdict(expected_config)}. Re-train, or use matching parameters.")
-    model = helpers.Autoencoder(config)
+    model = helpers.build_model(config)
     try:
         model.load_state_dict(state)
     except RuntimeError:
@@ -647,7 +724,7 @@ def is_committed_run(run_dir, metrics):
     answers must match it exactly."""
     config = metrics.get("config", {})
     defaults = notebook_defaults() | {"run_dir": config.get("run_dir"), "source": config.get("source")}
-    return Path(run_dir).resolve() == helpers.REPO_ROOT and config == defaults
+    return Path(run_dir).resolve() == REPO_ROOT and config == defaults
 
 
 def main(argv):

@@ -8,6 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import helpers  # noqa: E402
+import sources  # noqa: E402
 import runs  # noqa: E402
 
 # The tests write their runs into temporary folders, outside the repository, on purpose.
@@ -26,7 +27,7 @@ def config(**changes):
 
 @pytest.fixture(scope="session")
 def mirror():
-    dataset, _ = helpers.load_emoji_dataset("mirror")
+    dataset, _ = sources.load_emoji_dataset("mirror")
     return dataset
 
 
@@ -50,7 +51,7 @@ def write_parquet(path, rows):
             image = png.getvalue()
         table["image"].append({"bytes": image, "path": None})
         table["text"].append(text)
-    Dataset.from_dict(table, features=helpers.hub_features()).to_parquet(str(path))
+    Dataset.from_dict(table, features=sources.hub_features()).to_parquet(str(path))
     return path
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import helpers
+import sources
 import project
 import runs
 from conftest import ROOT
@@ -28,7 +29,7 @@ def metrics():
 def run_data(metrics):
     """The split the committed run used, rebuilt from its recorded configuration."""
     config = runs.RunConfig(**(metrics["config"] | {"run_dir": "runs/check", "quick": False}))
-    dataset, _ = helpers.load_emoji_dataset(metrics["data"]["source"])
+    dataset, _ = sources.load_emoji_dataset(metrics["data"]["source"])
     return helpers.prepare_data(dataset, config)
 
 

@@ -1,27 +1,29 @@
 """The data pipeline: sources, subsets, splits, augmentation."""
 import hashlib
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 from PIL import Image
 
 import helpers
+import sources
 from conftest import config, point_hub_at, write_parquet
 
 
 def test_mirror_has_the_hubs_schema(mirror):
     assert len(mirror) >= 1900
-    assert mirror.features == helpers.hub_features()
+    assert mirror.features == sources.hub_features()
     assert mirror[0]["image"].mode == "RGB"
     assert mirror[0]["text"] == mirror[0]["text"].lower()
 
 
 def test_parquet_path_route(tiny_parquet):
-    dataset, used = helpers.load_emoji_dataset(str(tiny_parquet))
+    dataset, used = sources.load_emoji_dataset(str(tiny_parquet))
     assert used == str(tiny_parquet)
     assert dataset["text"] == ["red face", "blue face", "green cat"]
-    images, texts, skipped = helpers.decode_images(dataset, [0, 2], image_size=16)
+    images, texts, skipped = sources.decode_images(dataset, [0, 2], image_size=16)
     assert images.shape == (2, 3, 16, 16) and images.dtype == torch.uint8
     assert images[0, 0].float().mean() > 250 and images[0, 2].float().mean() < 5
     assert skipped == 0
@@ -29,7 +31,7 @@ def test_parquet_path_route(tiny_parquet):
 
 def test_auto_falls_back_to_mirror_quickly(offline_hub):
     start = time.perf_counter()
-    dataset, used = helpers.load_emoji_dataset("auto")
+    dataset, used = sources.load_emoji_dataset("auto")
     assert used == "mirror" and len(dataset) >= 1900
     assert time.perf_counter() - start < 10
 
@@ -39,9 +41,9 @@ def test_auto_asks_the_hub_once_and_honours_offline_mode(monkeypatch, capsys):
 
     calls = []
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    real = helpers.hub_problem
-    monkeypatch.setattr(helpers, "hub_problem", lambda timeout: calls.append(timeout) or real(timeout))
-    dataset, used = helpers.load_emoji_dataset("auto")
+    real = sources.hub_problem
+    monkeypatch.setattr(sources, "hub_problem", lambda timeout: calls.append(timeout) or real(timeout))
+    dataset, used = sources.load_emoji_dataset("auto")
     assert used == "mirror" and len(calls) == 1
     assert "OfflineModeIsEnabled" in capsys.readouterr().out
 
@@ -49,7 +51,7 @@ def test_auto_asks_the_hub_once_and_honours_offline_mode(monkeypatch, capsys):
 def test_hub_unreachable_says_use_mirror(offline_hub):
     start = time.perf_counter()
     with pytest.raises(ConnectionError, match="source='mirror'"):
-        helpers.load_emoji_dataset("hub")
+        sources.load_emoji_dataset("hub")
     assert time.perf_counter() - start < 5
 
 
@@ -59,19 +61,19 @@ def test_hub_unreachable_says_use_mirror(offline_hub):
 ])
 def test_bad_sources_are_named(source, error, hint):
     with pytest.raises(error, match=hint):
-        helpers.load_emoji_dataset(source)
+        sources.load_emoji_dataset(source)
 
 
 def test_missing_mirror_says_make_data(tmp_path):
     with pytest.raises(FileNotFoundError, match="make data"):
-        helpers.load_emoji_dataset("mirror", mirror_path=tmp_path / "none.parquet")
+        sources.load_emoji_dataset("mirror", mirror_path=tmp_path / "none.parquet")
 
 
 def test_unreadable_parquet(tmp_path):
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not a parquet file at all")
     with pytest.raises(ValueError, match="could not be read as parquet"):
-        helpers.load_emoji_dataset(str(broken))
+        sources.load_emoji_dataset(str(broken))
 
 
 def test_parquet_without_image_column(tmp_path):
@@ -80,7 +82,7 @@ def test_parquet_without_image_column(tmp_path):
     path = tmp_path / "texts.parquet"
     Dataset.from_dict({"text": ["a face"]}).to_parquet(str(path))
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['image'\]"):
-        helpers.load_emoji_dataset(str(path))
+        sources.load_emoji_dataset(str(path))
 
 
 def test_undecodable_image_and_bad_text_are_skipped_and_counted(tmp_path):
@@ -88,8 +90,8 @@ def test_undecodable_image_and_bad_text_are_skipped_and_counted(tmp_path):
     path = write_parquet(tmp_path / "bad_rows.parquet", [
         ("red face", square), ("broken face", b"\x89PNG broken"), (None, square),
         ("green cat", square)])
-    dataset, _ = helpers.load_emoji_dataset(str(path))
-    images, texts, skipped = helpers.decode_images(dataset, range(4), image_size=8)
+    dataset, _ = sources.load_emoji_dataset(str(path))
+    images, texts, skipped = sources.decode_images(dataset, range(4), image_size=8)
     assert skipped == 2 and texts == ["red face", "green cat"] and len(images) == 2
     chosen, _ = helpers.select_subset(dataset["text"], ["face"])
     assert chosen == [0, 1]   # the row without a text is never selected
@@ -101,15 +103,15 @@ def test_sixteen_bit_images_keep_their_grey_level(tmp_path):
     grey = Image.fromarray(np.full((16, 16), 32768, dtype=np.uint16))
     assert grey.mode.startswith("I")
     path = write_parquet(tmp_path / "deep.parquet", [("grey face", grey)])
-    dataset, _ = helpers.load_emoji_dataset(str(path))
-    images, _, skipped = helpers.decode_images(dataset, [0], image_size=8)
+    dataset, _ = sources.load_emoji_dataset(str(path))
+    images, _, skipped = sources.decode_images(dataset, [0], image_size=8)
     assert skipped == 0 and abs(float(images.float().mean()) - 127.5) < 2
 
 
 def test_empty_source_says_it_has_no_rows(tmp_path):
     path = write_parquet(tmp_path / "empty.parquet", [])
     with pytest.raises(ValueError, match="has no rows"):
-        helpers.load_emoji_dataset(str(path))
+        sources.load_emoji_dataset(str(path))
 
 
 def test_subset_rules():
@@ -209,13 +211,19 @@ def test_augmentation_keeps_the_background_pure_white():
     assert (copies[1:, 1, 28:36, 28:36] < 60).all()     # the disc is still there, still red
 
 
-def test_the_fixed_copies_and_the_training_batches_share_one_augmentation(face_data):
-    import inspect
-
-    assert "augment(" in inspect.getsource(helpers.augment_to)
-    assert "augment(" in inspect.getsource(helpers.train)
-    source = inspect.getsource(helpers)
-    assert source.count("def augment(") == 1 and "RandomAffine" not in source
+def test_the_fixed_copies_and_the_training_batches_share_one_augmentation(monkeypatch):
+    real, calls = helpers.augment, []
+    monkeypatch.setattr(helpers, "augment", lambda x, generator: calls.append(len(x)) or real(x, generator))
+    helpers.augment_to((torch.rand(3, 3, 16, 16) * 255).to(torch.uint8), 5, seed=0)
+    assert calls == [2]                        # the two fixed copies beyond the three originals
+    x, calls[:] = torch.rand(8, 3, 16, 16), []
+    recipe = helpers.TrainConfig(steps=3, batch_size=4, lr=1e-3, weight_decay=0.0, seed=0)
+    model = helpers.build_model(helpers.AEConfig(latent_dim=4, width=4, image_size=16))
+    helpers.train(model, x, x[:2], recipe, device=torch.device("cpu"))
+    assert calls == [4, 4, 4]                  # every training batch, freshly distorted
+    calls.clear()
+    helpers.train(model, x, x[:2], replace(recipe, augment=False), device=torch.device("cpu"))
+    assert calls == []
 
 
 def test_bigger_split_than_target_keeps_its_originals():
@@ -286,11 +294,11 @@ def endpoint(monkeypatch):
 def test_auto_falls_back_when_the_hub_does_not_serve_the_dataset(endpoint, kind, capsys):
     endpoint(kind)
     start = time.perf_counter()
-    dataset, used = helpers.load_emoji_dataset("auto", hub_timeout=1.0)
+    dataset, used = sources.load_emoji_dataset("auto", hub_timeout=1.0)
     assert used == "mirror" and time.perf_counter() - start < 10
     assert "using the offline mirror, because" in capsys.readouterr().out
     with pytest.raises(ConnectionError, match="did not answer"):
-        helpers.load_emoji_dataset("hub", hub_timeout=1.0)
+        sources.load_emoji_dataset("hub", hub_timeout=1.0)
 
 
 # What a student's or a hostile file's data does (issue 31) ---------------------------------
@@ -306,10 +314,10 @@ def test_image_paths_instead_of_bytes_are_named(tmp_path):
 
     Dataset.from_dict({"image": ["pictures/grinning.png"] * 3, "text": ["a face"] * 3}).to_parquet(
         str(tmp_path / "paths.parquet"))
-    dataset, _ = helpers.load_emoji_dataset(str(tmp_path / "paths.parquet"))
+    dataset, _ = sources.load_emoji_dataset(str(tmp_path / "paths.parquet"))
     with pytest.raises(ValueError, match=r"the first because its image is a file path "
                                          r"\('pictures/grinning.png'\) instead of the picture's bytes"):
-        helpers.decode_images(dataset, [0, 1, 2])
+        sources.decode_images(dataset, [0, 1, 2])
 
 
 def test_names_with_odd_spaces_still_make_the_pairs(mirror):
@@ -320,5 +328,5 @@ def test_names_with_odd_spaces_still_make_the_pairs(mirror):
 
 def test_a_parquet_source_under_the_home_folder(tiny_parquet, monkeypatch):
     monkeypatch.setenv("HOME", str(tiny_parquet.parent))
-    dataset, used = helpers.load_emoji_dataset("~/tiny.parquet")
+    dataset, used = sources.load_emoji_dataset("~/tiny.parquet")
     assert len(dataset) == 3 and used == "~/tiny.parquet"

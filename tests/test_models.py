@@ -6,12 +6,14 @@ import pytest
 import torch
 
 import helpers
+import workers
+import sources
 import runs
 from conftest import config
 
 
 def small_model(**kwargs):
-    return helpers.Autoencoder(helpers.AEConfig(latent_dim=8, width=4, image_size=16, **kwargs))
+    return helpers.build_model(helpers.AEConfig(latent_dim=8, width=4, image_size=16, **kwargs))
 
 
 def test_output_shape_equals_input_and_stays_in_range():
@@ -85,7 +87,7 @@ def test_the_recipe_and_the_model_come_from_the_run_configuration_alone():
         with pytest.raises(TypeError):
             cls()
     run = config(steps=10, batch_size=4, lr=1e-3, weight_decay=0.5, width=8, seed=3, lam=2.0)
-    bf16 = helpers.native_bf16()
+    bf16 = workers.native_bf16()
     assert run.recipe() == helpers.TrainConfig(steps=10, batch_size=4, lr=1e-3, weight_decay=0.5, seed=3, bf16=bf16)
     assert run.recipe(steps=20, seed=4, lam=run.lam) == helpers.TrainConfig(20, 4, 1e-3, 0.5, 4, lam=2.0, bf16=bf16)
     assert run.model(16, num_classes=3) == helpers.AEConfig(latent_dim=16, width=8, num_classes=3)
@@ -171,7 +173,7 @@ def test_training_with_a_head_records_classification_curves():
 
 
 def test_diverging_training_stops_at_once_with_the_fix():
-    with pytest.raises(helpers.TrainingDiverged, match="epoch 1.*Lower the learning rate"):
+    with pytest.raises(helpers.TrainingDiverged, match=r"diverged at step \d+: .*Lower the learning rate"):
         tiny_run(0, lr=1e30)
 
 
@@ -270,17 +272,24 @@ class HalfSure(torch.nn.Module):
 def test_held_out_analogies_leave_the_tested_pair_out():
     without = torch.full((4, 1, 2, 2), 0.2)
     shifts = torch.tensor([0.1, 0.2, 0.3, 0.4]).view(4, 1, 1, 1)
-    pairs = helpers.Pairs([("a", "b")] * 4, without + shifts, without, without[:0], [])
+    pairs = helpers.Pairs([("a", f"b{k}") for k in range(4)], without + shifts, without, without[:0], [])
     assert pairs.folds() == [[0, 2], [1, 3]] and pairs.fold_of(3) == 1
-    result = helpers.held_out_analogies([Identity(), Identity()], [HalfSure(), HalfSure()], pairs, 0)
+    composites, per_pair = helpers.held_out_composites([Identity(), Identity()], [HalfSure(), HalfSure()], pairs)
     # Pair 0 gets the mean shift of pairs 1, 2 and 3 (0.3) instead of its own 0.1.
-    assert result["latent_mse"][0] == pytest.approx(0.2 ** 2)
-    assert result["pixel_mse"] == pytest.approx(result["latent_mse"])
-    assert result["unchanged_mse"] == pytest.approx([0.01, 0.04, 0.09, 0.16])
-    assert result["floor_mse"] == pytest.approx([0.0] * 4)
-    summary = result["summary"]
+    assert per_pair["latent_mse"].iloc[0] == pytest.approx(0.2 ** 2)
+    assert list(per_pair["pixel_mse"]) == pytest.approx(list(per_pair["latent_mse"]))
+    assert list(per_pair["unchanged_mse"]) == pytest.approx([0.01, 0.04, 0.09, 0.16])
+    assert list(per_pair["floor_mse"]) == pytest.approx([0.0] * 4)
+    assert composites["latent"].shape == (4, 1, 2, 2)
+    summary = helpers.score_analogies(per_pair, composites, pairs, 0)
     assert summary["pairs"] == 4 and summary["latent_wins"] == 0 and summary["latent_cats"] == 4
     assert summary["latent_mse_ci"]["low"] <= summary["latent_mse"] <= summary["latent_mse_ci"]["high"]
+
+
+def test_too_few_pairs_make_no_held_out_analogies():
+    one = torch.full((2, 1, 2, 2), 0.2)
+    pairs = helpers.Pairs([("a", "b0"), ("a", "b1")], one + 0.1, one, one[:0], [])
+    assert helpers.held_out_composites([Identity(), Identity()], [HalfSure(), HalfSure()], pairs) == (None, None)
 
 
 def test_a_fold_model_never_trains_on_the_cat_faces_of_its_fold(face_data):
@@ -317,14 +326,14 @@ def test_pairs_are_checked_and_missing_ones_named(tmp_path, capsys):
     square = Image.new("RGB", (8, 8), "red")
     path = write_parquet(tmp_path / "p.parquet", [("crying cat face", square),
                                                     ("crying face", square), ("pouting face", square)])
-    dataset, _ = helpers.load_emoji_dataset(str(path))
+    dataset, _ = sources.load_emoji_dataset(str(path))
     pairs = helpers.find_pairs(dataset)
     assert pairs.names == [("crying cat face", "crying face")] and not pairs.held_out
     assert len(pairs.unpaired) == 0
     assert "pouting cat face" in pairs.missing and "only 1 complete pair" in capsys.readouterr().out
     path = write_parquet(tmp_path / "none.parquet", [("pouting face", square)])
     with pytest.raises(ValueError, match="at least one complete"):
-        helpers.find_pairs(helpers.load_emoji_dataset(str(path))[0])
+        helpers.find_pairs(sources.load_emoji_dataset(str(path))[0])
 
 
 def test_classification_scores_use_every_class():

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 import helpers
+import workers
+import sources
 import project
 import runs
 from conftest import ROOT, config, write_parquet
@@ -127,9 +129,9 @@ def test_a_run_whose_code_changed_meanwhile_does_not_finish(tmp_path, monkeypatc
 
 
 def test_a_training_process_refuses_other_code(monkeypatch):
-    monkeypatch.setitem(helpers._WORKER_DATA, "parent_source_sha256", "other code")
+    monkeypatch.setitem(workers._WORKER, "parent_method_sha256", "other code")
     with pytest.raises(RuntimeError, match="helpers.py changed on disk"):
-        helpers._fit_in_worker(None)
+        workers._run_job(None)
 
 
 # 5. All or nothing at the end ---------------------------------------------------------------
@@ -251,7 +253,7 @@ def test_figure_titles_print_dollars_as_written():
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = helpers.show_images([[torch.rand(3, 8, 8)]], col_titles=["cost $5 and $6"], title="a $b$")
+    fig = runs.show_images([[torch.rand(3, 8, 8)]], col_titles=["cost $5 and $6"], title="a $b$")
     fig.canvas.draw()     # mathtext would fail or swallow the dollars
     assert fig.axes[0].get_title() == r"cost \$5 and \$6"
 
@@ -329,7 +331,7 @@ def test_an_image_too_large_to_decode_is_skipped_like_a_broken_one(tmp_path, mon
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)   # a 100x100 PNG now counts as a bomb
     path = write_parquet(tmp_path / "bomb.parquet", [("big face", Image.new("RGB", (100, 100), "red")),
                                                      ("small face", Image.new("RGB", (20, 20), "red"))])
-    images, texts, skipped = helpers.decode_images(helpers.load_emoji_dataset(str(path))[0], [0, 1])
+    images, texts, skipped = sources.decode_images(sources.load_emoji_dataset(str(path))[0], [0, 1])
     assert texts == ["small face"] and skipped == 1
 
 
@@ -337,7 +339,7 @@ def test_a_picture_that_is_not_square_keeps_its_shape_and_is_noted(tmp_path, cap
     from PIL import Image
 
     path = write_parquet(tmp_path / "tall.parquet", [("tall face", Image.new("RGB", (17, 33), "red"))])
-    images, _, _ = helpers.decode_images(helpers.load_emoji_dataset(str(path))[0], [0], image_size=32)
+    images, _, _ = sources.decode_images(sources.load_emoji_dataset(str(path))[0], [0], image_size=32)
     assert "1 image(s) are not square, e.g. 'tall face' (17x33)" in capsys.readouterr().out
     assert (images[0, :, :, :4] == 255).all() and (images[0, 1:, :, 14:18] < 30).all()   # white sides, red middle
 
@@ -348,7 +350,7 @@ def test_float_pictures_are_not_decoded_black():
 
     for value, expected in ((0.5, 128), (200.0, 200)):
         picture = Image.fromarray(np.full((4, 4), value, dtype=np.float32), "F")
-        assert abs(int(np.asarray(helpers.to_rgb(picture))[0, 0, 0]) - expected) <= 1
+        assert abs(int(np.asarray(sources.to_rgb(picture))[0, 0, 0]) - expected) <= 1
 
 
 def test_a_parquet_replaced_with_the_same_time_is_read_again(tmp_path):
@@ -356,11 +358,11 @@ def test_a_parquet_replaced_with_the_same_time_is_read_again(tmp_path):
 
     square = Image.new("RGB", (8, 8), "red")
     path = write_parquet(tmp_path / "data.parquet", [("a face", square)] * 2)
-    assert len(helpers.load_emoji_dataset(str(path))[0]) == 2
+    assert len(sources.load_emoji_dataset(str(path))[0]) == 2
     stamp = os.stat(path).st_mtime_ns
     write_parquet(path, [("a face", square)] * 5)
     os.utime(path, ns=(stamp, stamp))
-    assert len(helpers.load_emoji_dataset(str(path))[0]) == 5
+    assert len(sources.load_emoji_dataset(str(path))[0]) == 5
 
 
 # 11. Clicking through, stopping, mistyping: what a student does to a run ------------------
