@@ -1,25 +1,22 @@
 """The method behind homework2.ipynb: convolutional autoencoders on the emoji dataset.
 
 Sections, in the order the notebook uses them:
-  1. Data: sources (hub, parquet, offline mirror), subset, labels, split, one augmentation
-  2. Model: a DCGAN-style convolutional autoencoder with an optional class head
-  3. Training: one recipe (budget in optimizer steps), one training path (`fit`, `fit_all`),
-     PCA, the latent-size sweep and its rule, the budget check
-  4. Evaluation: errors, bootstrap intervals over unique emoji, comparison with PCA,
-     classification scores
-  5. Part 2: the lambda sweep and its rule, cross-validation over every emoji, Part 2
+  1. Data: labels by rules, a stratified split, one augmentation (sources.py gives the
+     subset of unique emoji it starts from)
+  2. Model: a DCGAN-style convolutional autoencoder
+  3. Training: the recipe (budget in optimizer steps), `fit_all`, PCA, Part 1's size sweep
+     and budget check
+  4. Evaluation: errors, bootstrap intervals over unique emoji, the comparison with PCA
+  5. Part 2: the class head, the joint loss, the lambda rule, cross-validation, Part 2
      against Part 1
-  6. Latent arithmetic: attribute vectors, held-out analogies, a cat classifier
-  7. Figures: image grids and the emoji they show
-The run's bookkeeping (parameters and their checks, the run folder, the report's claims)
-lives in runs.py; the offline mirror and the submission check in project.py; the benchmark
-in bench.py.
+  6. Part 3: latent arithmetic, held out pair by pair, and a cat classifier to judge it
+Beside it: sources.py reads and decodes the emoji, workers.py trains models in processes
+of their own, runs.py keeps the run's books (parameters, run folder, tables and figures).
 """
 import copy
 import math
 import re
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import workers
-from sources import clean_text, decode_images
+from sources import clean_text, decode_images, drop_duplicates, select_subset
 
 SPLIT_TARGETS = {"train": 600, "val": 200, "test": 200}
 
@@ -36,65 +33,9 @@ SPLIT_TARGETS = {"train": 600, "val": 200, "test": 200}
 # 1. Data
 # ----------------------------------------------------------------------------------------
 
-def word_pattern(words, whole_word=True):
-    parts = [re.escape(w.lower()) for w in words]
-    return re.compile("|".join(rf"\b{p}\b" if whole_word else p for p in parts))
-
-
-def select_subset(texts, keywords, exclude=(), whole_word=True):
-    """Indices of the texts with a keyword and no excluded word, and what was excluded.
-
-    Matching is on lowercased text, whole words unless told otherwise. Rows whose text is
-    not a string are skipped. Returns (indices, {excluded word: count of rows it dropped}).
-    """
-    if isinstance(keywords, str):
-        keywords = [keywords]
-    if not keywords:
-        raise ValueError("keywords is empty: give at least one word, e.g. ['face'].")
-    wanted = word_pattern(keywords, whole_word)
-    unwanted = [(w, word_pattern([w], whole_word)) for w in exclude]
-    chosen, dropped = [], Counter()
-    for i, text in enumerate(texts):
-        if not isinstance(text, str) or not wanted.search(text.lower()):
-            continue
-        hit = next((w for w, p in unwanted if p.search(text.lower())), None)
-        if hit:
-            dropped[hit] += 1
-        else:
-            chosen.append(i)
-    if not chosen and not any(isinstance(t, str) for t in texts):
-        kinds = sorted({type(t).__name__ for t in texts})
-        raise ValueError(f"The text column holds no strings (only {', '.join(kinds)}), so no "
-                         "keyword can match. Store the emoji names as UTF-8 strings.")
-    if not chosen:
-        common = Counter(w for t in texts if isinstance(t, str) for w in t.lower().split())
-        hint = ", ".join(w for w, _ in common.most_common(12))
-        raise ValueError(
-            f"keywords={list(keywords)} match no emoji text"
-            + (f" once exclude={list(exclude)} is applied" if dropped else "")
-            + f". Words that do occur often: {hint}.")
-    return chosen, dict(dropped)
-
-
-def drop_duplicates(images, texts):
-    """Keep the first of every group of rows with the same pixels or the same text."""
-    seen_pixels, seen_texts, keep = set(), set(), []
-    for i, (image, text) in enumerate(zip(images, texts)):
-        pixels = image.numpy().tobytes()
-        if pixels in seen_pixels or text in seen_texts:
-            continue
-        seen_pixels.add(pixels)
-        seen_texts.add(text)
-        keep.append(i)
-    return keep
-
-
 def label_by_rules(texts, class_words):
-    """Label each text by the first class (in order) with a word that starts a word of it.
-
-    `class_words` maps a class name to word stems; the last class may have an empty list
-    and then takes the rest. Returns integer labels and the class names.
-    """
+    """Integer labels and class names: each text gets the first class (in order) one of whose
+    stems starts a word of it; a last class with no stems takes the rest."""
     names = list(class_words)
     patterns = [re.compile("|".join(rf"\b{re.escape(w.lower())}" for w in words))
                 if words else None for words in class_words.values()]
@@ -109,27 +50,17 @@ def label_by_rules(texts, class_words):
     return torch.tensor(labels), names
 
 
-def split_indices(n, seed, labels=None, fractions=(0.6, 0.2, 0.2), class_names=None,
-                  texts=None):
-    """Seeded split of range(n) into train/val/test, stratified by `labels` if given."""
+def split_indices(labels, class_names, texts, seed, fractions=(0.6, 0.2, 0.2)):
+    """Seeded train/val/test split of the emoji, stratified by class (60/20/20 in each)."""
     generator = torch.Generator().manual_seed(seed)
-    if labels is None:
-        groups = [torch.arange(n)]
-    else:   # every class named, so a class without emoji is caught below
-        classes = len(class_names) if class_names else int(labels.max()) + 1
-        groups = [torch.nonzero(labels == c).flatten() for c in range(classes)]
     splits = {"train": [], "val": [], "test": []}
-    for c, group in enumerate(groups):
+    for c, name in enumerate(class_names):   # every class named, so an empty one is caught
+        group = torch.nonzero(labels == c).flatten()
         if len(group) < 3:
-            if labels is None:
-                raise ValueError(f"The subset has {len(group)} emoji: too few to split "
-                                 "60/20/20 with at least one per split. Widen the keywords.")
-            name = class_names[c] if class_names else str(c)
-            members = [texts[i] for i in group.tolist()] if texts else group.tolist()
             raise ValueError(
-                f"The class {name!r} has {len(group)} emoji {members}: too few to split "
-                "60/20/20 with at least one per split. Change class_words (more words for "
-                "it, or drop the class) or widen the keywords.")
+                f"The class {name!r} has {len(group)} emoji {[texts[i] for i in group.tolist()]}: "
+                "too few to split 60/20/20 with at least one per split. Change class_words "
+                "(more words for it, or drop the class) or widen the keywords.")
         order = group[torch.randperm(len(group), generator=generator)].tolist()
         n_val = max(1, round(fractions[1] * len(group)))
         n_test = max(1, round(fractions[2] * len(group)))
@@ -170,12 +101,8 @@ def augment(x, generator):
 
 
 def augment_to(images, target, seed):
-    """Grow a split to `target` images: the originals once, then augmented copies.
-
-    Copies cycle through the originals, so every emoji (and so every class) keeps its
-    share. A split already larger than `target` keeps its originals and gets no copies.
-    Returns uint8 images and the index of each one's original.
-    """
+    """Grow a split to `target` uint8 images: the originals, then augmented copies cycling
+    through them (so every emoji keeps its share); also each image's original's index."""
     origin = torch.arange(max(target, len(images))) % len(images)
     if target <= len(images):
         return images, origin
@@ -222,8 +149,7 @@ def prepare_data(dataset, config, image_size=64):
         print(f"Skipped {skipped} row(s) whose image could not be decoded or whose text "
               "was not a string.")
     labels, class_names = label_by_rules(texts, config.class_words)
-    parts = split_indices(len(texts), config.seed, labels, class_names=class_names,
-                          texts=texts)
+    parts = split_indices(labels, class_names, texts, config.seed)
     splits = {}
     for k, (name, index) in enumerate(parts.items()):
         index = torch.tensor(index)
@@ -298,25 +224,24 @@ class EncoderDecoder(nn.Module):
 
 
 class Autoencoder(EncoderDecoder):
-    """DCGAN-style convolutional autoencoder: image -> latent vector -> image.
-
-    The encoder halves the resolution down to 4x4 while doubling the channels, then a
-    linear layer gives the latent code; the decoder mirrors it and ends in a sigmoid, so
-    the output has the input's shape and range.
-    """
+    """DCGAN-style: strided convolutions halve the image down to 4x4 while doubling the
+    channels, a linear layer gives the latent code; the decoder mirrors it and ends in a
+    sigmoid, so the output has the input's shape and range."""
 
     def __init__(self, config: AEConfig):
         steps = int(math.log2(config.image_size)) - 2
         channels = [config.width * 2 ** k for k in range(steps)]
         top = channels[-1]
-        super().__init__(
-            nn.Sequential(down_block(3, channels[0], norm=False),
-                          *[down_block(a, b) for a, b in zip(channels, channels[1:])],
-                          nn.Sequential(nn.Flatten(), nn.Linear(top * 16, config.latent_dim))),
-            nn.Sequential(nn.Sequential(nn.Linear(config.latent_dim, top * 16), nn.ReLU(),
-                                        nn.Unflatten(1, (top, 4, 4))),
-                          *[up_block(a, b) for a, b in zip(channels[::-1], channels[::-1][1:])],
-                          nn.Sequential(nn.ConvTranspose2d(channels[0], 3, 4, 2, 1), nn.Sigmoid())))
+        encoder = nn.Sequential(
+            down_block(3, channels[0], norm=False),
+            *[down_block(a, b) for a, b in zip(channels, channels[1:])],
+            nn.Sequential(nn.Flatten(), nn.Linear(top * 16, config.latent_dim)))
+        decoder = nn.Sequential(
+            nn.Sequential(nn.Linear(config.latent_dim, top * 16), nn.ReLU(),
+                          nn.Unflatten(1, (top, 4, 4))),
+            *[up_block(a, b) for a, b in zip(channels[::-1], channels[::-1][1:])],
+            nn.Sequential(nn.ConvTranspose2d(channels[0], 3, 4, 2, 1), nn.Sigmoid()))
+        super().__init__(encoder, decoder)
         self.config = config
 
 
@@ -327,13 +252,6 @@ def count_parameters(module):
 # ----------------------------------------------------------------------------------------
 # 3. Training
 # ----------------------------------------------------------------------------------------
-
-def pick_device():
-    """The accelerator torch finds (cuda, mps, ...), else the cpu."""
-    if torch.accelerator.is_available():
-        return torch.accelerator.current_accelerator()
-    return torch.device("cpu")
-
 
 @dataclass
 class TrainConfig:
@@ -358,14 +276,10 @@ BUDGET_GAIN = 0.10   # a budget is enough when doubling it gains less than this 
 
 
 def train(model, train_x, val_x, config: TrainConfig, train_y=None, val_y=None, device=None):
-    """Train for `config.steps` AdamW steps with a one-cycle schedule; keep the epoch with
-    the best validation MSE.
-
-    Returns the history per epoch (train/val MSE, the step count and the learning rate of
-    its last step, its seconds, and with class labels (Part 2) cross-entropy and accuracy)
-    and the best epoch; the model ends on that epoch.
-    """
-    device = device or pick_device()
+    """Train for `config.steps` AdamW steps with a one-cycle schedule and end on the epoch
+    with the best validation MSE. Returns the history per epoch (train/val MSE, steps, the
+    last step's learning rate, seconds; with labels, Part 2's cross-entropy and accuracy)."""
+    device = device or workers.pick_device()
     torch.manual_seed(config.seed)
     model.to(device, memory_format=torch.channels_last)   # faster convolutions (make bench)
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -479,7 +393,7 @@ def fit_all(data, jobs):
     """Train every job; returns their `Fitted` in order. On the CPU each model trains in a
     single-threaded process of its own, one per core (workers.py); on an accelerator they
     train one after the other in this process."""
-    if pick_device().type != "cpu":
+    if workers.pick_device().type != "cpu":
         return [fit_job(data, job) for job in jobs]
     return workers.map_in_processes(fit_job, data, jobs)
 
@@ -500,7 +414,6 @@ def fit_job(data, job):
     return Fitted(model.cpu().eval(), history, time.perf_counter() - start)
 
 
-
 @dataclass
 class Sweep:
     """Part 1's latent-size experiment: one model per size, all at the run's budget."""
@@ -517,12 +430,10 @@ class Sweep:
 
 
 def latent_sweep(data, config, pca):
-    """Train one model per latent size at the run's budget, beside PCA with as many
-    components, and apply the size rule (`choose_size`) to the validation MSEs. Each row
-    also holds its test error relative to PCA's and how much the next size tried cuts the
-    validation error, the autoencoder's and PCA's (None for the largest size). Part 1's
-    model is the sweep's model at the chosen size (trained apart only when `latent_dim`
-    names a size outside the sweep)."""
+    """One model per latent size at the run's budget beside PCA with as many components, and
+    the size rule (`choose_size`). Each row: errors, test / PCA, and how much the next size
+    cuts the validation MSE (None for the largest). A `latent_dim` outside the sweep trains
+    beside it."""
     x_val, x_test = data["val"].x, data["test"].x
     dims = sorted(set(config.latent_dims) | {config.latent_dim or config.latent_dims[0]})
     jobs = [Job(config.model(k), config.recipe()) for k in dims]
@@ -575,12 +486,10 @@ def budget_check(sweep, half, doubled):
     check = {"half_steps": half.history["steps"][-1], "half_val_mse": best(half),
              "steps": sweep.steps, "val_mse": best(sweep.models[sweep.chosen]),
              "doubled_steps": doubled.history["steps"][-1], "doubled_val_mse": best(doubled)}
-    check["gain_to_budget"] = relative_drop(check["half_val_mse"], check["val_mse"])
-    check["gain_to_doubled"] = relative_drop(check["val_mse"], check["doubled_val_mse"])
-    check["threshold"] = BUDGET_GAIN
-    check["enough"] = check["gain_to_doubled"] < BUDGET_GAIN
-    check["seconds"] = half.seconds + doubled.seconds
-    return check
+    gain = relative_drop(check["val_mse"], check["doubled_val_mse"])
+    return check | {"gain_to_budget": relative_drop(check["half_val_mse"], check["val_mse"]),
+                    "gain_to_doubled": gain, "threshold": BUDGET_GAIN,
+                    "enough": gain < BUDGET_GAIN, "seconds": half.seconds + doubled.seconds}
 
 
 # ----------------------------------------------------------------------------------------
@@ -622,11 +531,8 @@ def evaluate(model, x, y=None, batch_size=256):
 
 
 def bootstrap(values, groups, seed, reps=2000):
-    """Mean of `values` and a 95 % interval, resampling whole groups (unique emoji).
-
-    Augmented copies of one emoji are not independent, so the resampling draws emoji with
-    replacement and keeps all of an emoji's images together.
-    """
+    """Mean of `values` and a 95 % interval that resamples whole groups (unique emoji): the
+    augmented copies of one emoji are not independent, so they are drawn together."""
     values = torch.as_tensor(values, dtype=torch.float64)
     groups = torch.as_tensor(groups)
     ids = groups.unique()
@@ -638,34 +544,6 @@ def bootstrap(values, groups, seed, reps=2000):
     low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
     return {"mean": float(values.mean()), "low": float(low), "high": float(high),
             "emoji": len(ids), "images": len(values)}
-
-
-def classification_scores(y_true, y_pred, class_names):
-    """Accuracy, macro-F1, the recall of each class and the confusion matrix (rows: true,
-    columns: predicted)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
-
-    labels = list(range(len(class_names)))
-    present = sorted(set(map(int, y_true)))   # a class absent from y_true has no F1 to average
-    recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    return {"accuracy": float(accuracy_score(y_true, y_pred)),
-            "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro",
-                                       zero_division=0)),
-            "recall": dict(zip(class_names, map(float, recall))),
-            "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist()}
-
-
-def nearest_centroid_accuracy(z_train, y_train, z_test, y_test):
-    """Test accuracy of the nearest class centroid of standardised training codes, or None
-    when a class has no training image."""
-    from sklearn.neighbors import NearestCentroid
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if len(y_train.unique()) < int(max(y_train.max(), y_test.max())) + 1:
-        return None
-    rule = make_pipeline(StandardScaler(), NearestCentroid()).fit(z_train, y_train)
-    return float(rule.score(z_test, y_test))
 
 
 def against_baseline(history, baseline):
@@ -739,10 +617,8 @@ def lambda_jobs(config, latent_dim, heads):
 
 
 def lambda_sweep(fitted, part1_val_mse, mse_margin):
-    """The lambda sweep's rows and its rule (`choose_lambda`); `fitted` maps each lambda to
-    its model. Each row: lambda, the validation MSE and accuracy at the epoch kept, and
-    lambda x cross-entropy / MSE on the training batches of the first epoch and of the
-    epoch kept."""
+    """A row per lambda (`fitted` maps it to its model): validation MSE and accuracy at the
+    epoch kept, and the loss balance (`loss_balance`); and the lambda rule's choice."""
     rows = []
     for lam, f in fitted.items():
         kept = f.history["best_epoch"]
@@ -781,21 +657,15 @@ def majority_class(split):
 CV_FOLDS = 4   # folds of the cross-validation over every emoji
 
 
-def all_emoji(data):
-    """Every unique emoji of the run (all splits), as one split without augmented copies."""
-    parts = list(data.splits.values())
-    originals = torch.cat([p.originals for p in parts])
-    labels = torch.cat([p.labels for p in parts])
-    return Split(originals=originals, texts=[t for p in parts for t in p.texts], labels=labels,
-                 x=to_float(originals), y=labels, origin=torch.arange(len(labels)))
-
-
 def cv_folds(data, config, folds=CV_FOLDS):
-    """Grouped, stratified folds over every unique emoji: each fold's held-out emoji and its
-    training split (the other emoji, augmented as the run's training split is)."""
+    """Stratified folds over every unique emoji (all splits): the emoji as one split, and per
+    fold its held-out emoji and its training split (the others, augmented like the run's)."""
     from sklearn.model_selection import StratifiedKFold
 
-    every = all_emoji(data)
+    parts = list(data.splits.values())
+    originals, labels = (torch.cat([getattr(p, k) for p in parts]) for k in ("originals", "labels"))
+    every = Split(originals, [t for p in parts for t in p.texts], labels, to_float(originals),
+                  labels, torch.arange(len(labels)))   # every unique emoji, no copies
     folds = max(2, min(folds, int(torch.bincount(every.labels).min())))
     per_emoji = len(data["train"].x) / len(data["train"].originals)
     result = []
@@ -835,40 +705,30 @@ def cross_validate(data, config, latent_dim, lam, steps):
 
 
 def compare_parts(model1, model2, data, seed):
-    """Part 2's model (with a class head) against Part 1's on the test split.
-
-    Intervals resample unique test emoji: each part's MSE, the per-image change from Part 1
-    to Part 2, Part 2's accuracy, the majority class's and their difference. Also the MSE on
-    the original (not augmented) test emoji, the classification scores, each class's share
-    of the training emoji, and a nearest-centroid rule on each part's latent codes.
-    """
+    """Part 2's model against Part 1's on the test split, with intervals over unique test
+    emoji: each part's MSE and the change, Part 2's accuracy against the majority class's
+    (of the training emoji), each class's recall and its share of the training emoji."""
     test = data["test"]
     result1, result2 = evaluate(model1, test.x), evaluate(model2, test.x, test.y)
     predicted = result2["logits"].argmax(1)
     majority = majority_class(data["train"])
     correct, is_majority = (predicted == test.y).double(), (test.y == majority).double()
     interval = lambda values: bootstrap(values, test.origin, seed)
-    originals = to_float(test.originals)
-    codes = lambda model, name: evaluate(model, data[name].x)["z"]
-    centroid = lambda model: nearest_centroid_accuracy(codes(model, "train"), data["train"].y,
-                                                       codes(model, "test"), test.y)
+    recall = lambda k: float(correct[test.y == k].mean()) if (test.y == k).any() else 0.0
     return {"mse": {"part1": interval(result1["per_image_mse"]),
                     "part2": interval(result2["per_image_mse"])},
             "mse_change": interval(result2["per_image_mse"] - result1["per_image_mse"]),
             "relative_change": result2["mse"] / result1["mse"] - 1,
-            "original_mse": {"part1": evaluate(model1, originals)["mse"],
-                             "part2": evaluate(model2, originals)["mse"]},
             "accuracy": interval(correct), "majority_class": data.class_names[majority],
             "majority_accuracy": interval(is_majority),
             "accuracy_minus_majority": interval(correct - is_majority),
-            "scores": classification_scores(test.y, predicted, data.class_names),
+            "recall": {name: recall(k) for k, name in enumerate(data.class_names)},
             "class_share": {name: float((data["train"].labels == k).double().mean())
-                            for k, name in enumerate(data.class_names)},
-            "nearest_centroid": {"part1": centroid(model1), "part2": centroid(model2)}}
+                            for k, name in enumerate(data.class_names)}}
 
 
 # ----------------------------------------------------------------------------------------
-# 6. Latent arithmetic
+# 6. Part 3: latent arithmetic
 # ----------------------------------------------------------------------------------------
 
 CAT_PAIRS = [  # (with the attribute, without it): the cat and the human version of a face
@@ -927,11 +787,8 @@ class Pairs:
 
 
 def find_pairs(dataset, pairs=CAT_PAIRS, unpaired=UNPAIRED_CATS):
-    """Decode the attribute pairs present in the data; say which are missing.
-
-    Stops (before any training) when no pair is complete; with fewer than
-    MIN_HELD_OUT_PAIRS pairs, the held-out evaluation is skipped but the row still shows.
-    """
+    """Decode the attribute pairs present in the data and name the missing ones; stops
+    (before any training) when no pair is complete."""
     texts = [clean_text(t) if isinstance(t, str) else None for t in dataset["text"]]
     where = {t: i for i, t in reversed(list(enumerate(texts))) if t}
     found = [p for p in pairs if p[0] in where and p[1] in where]
@@ -1033,17 +890,11 @@ COMPOSITES = ("latent", "pixel", "unchanged", "floor")   # what Part 3 decodes f
 
 @torch.no_grad()
 def held_out_composites(models, classifiers, pairs):
-    """For each pair i, with the model and the classifier of i's fold (neither saw i's cat
-    face): the attribute vector, averaged over the other pairs, added to i's human face in
-    the latent space (decoded) and on pixels (clipped); beside them the unchanged
-    reconstruction of the human face and the reconstruction of the true cat face (the floor).
-
-    Returns each kind's images (n, 3, H, W) and a DataFrame with a row per pair: each image's
-    MSE to the true cat face, the classifier's P(cat) of the first three, whether the latent
-    and pixel composites are nearer i's human face than any other pair's (identity kept), and
-    the latent composite's ear coverage and sharpness beside the true cat face's. None, None
-    with fewer than MIN_HELD_OUT_PAIRS pairs.
-    """
+    """For each pair i, with the model and classifier of i's fold (neither saw i's cat face):
+    the cat vector averaged over the other pairs added to i's human face in latent space
+    (decoded) and on pixels (clipped), the human face reconstructed unchanged, and the true
+    cat face reconstructed (the floor). Returns the images of each kind and a DataFrame, a
+    row per pair: MSE to the true cat face, P(cat), identity kept, ears and sharpness."""
     import pandas as pd
 
     if not pairs.held_out:
@@ -1078,10 +929,8 @@ def held_out_composites(models, classifiers, pairs):
 
 
 def score_analogies(per_pair, images, pairs, seed):
-    """The held-out analogies in numbers: each kind's mean MSE, intervals over pairs (latent,
-    pixels, their difference), how many pairs the latent composite wins, how many composites
-    the classifier calls cats and keep their identity, the floor's share of the latent MSE,
-    and ear coverage and sharpness beside the true cat faces'."""
+    """The held-out analogies in numbers: mean MSEs with intervals over pairs, counts of
+    wins, cats and identities kept, the floor's share, ear coverage and sharpness."""
     mean = lambda column: sum(per_pair[column]) / len(per_pair)
     count = lambda where: int(where.sum())
     interval = lambda values: bootstrap(list(values), torch.arange(len(per_pair)), seed)

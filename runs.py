@@ -2,12 +2,13 @@
 
   1. RunConfig: every notebook parameter, checked once, and the model configuration and
      training recipe it hands out
-  2. Tables and text for the display cells (Markdown in Jupyter, LaTeX in the PDF)
+  2. Tables, figures and text for the display cells (Markdown in Jupyter, LaTeX in the PDF)
   3. Run folder: one run at a time (a file lock), staging, atomic writes, weights and
      latents, and the provenance of the numbers
   4. The answers check: every number a markdown answer quotes is one the run produced
      (`python runs.py check-answers RUN_DIR`)
-The notebook's hidden setup cell uses this module; its visible cells call only helpers.py.
+The notebook's hidden setup and display cells use this module; its visible cells call only
+helpers.py.
 """
 import ast
 import hashlib
@@ -34,6 +35,22 @@ NOTEBOOK = REPO_ROOT / "homework2.ipynb"
 OUTSIDE_REPO_OVERRIDE = "ALLOW_RUN_DIR_OUTSIDE_REPO"   # set to 1 to write a run elsewhere
 MAX_SEED = 2 ** 31 - 1 - 1000   # seed + small offsets must stay valid for numpy and torch
 QUICK_STEPS = 40                # optimizer steps per model in quick mode
+RANK = helpers.SPLIT_TARGETS["train"] - 1   # the most directions PCA of the training images has
+# The numeric parameters: (integer?, lowest, highest, what to give). A float lowest is
+# excluded (above 0.0), an integer lowest allowed (at least 0); None picks by rule.
+BOUNDS = {"seed": (True, 0, MAX_SEED, ""), "steps": (True, 2, 1_000_000, ""),
+          "batch_size": (True, 1, 4096, ""), "width": (True, 1, 256, ""),
+          "latent_dims": (True, 1, RANK, f"PCA of 600 training images has at most {RANK} directions"),
+          "latent_dim": (True, 1, RANK, "or None to let the sweep choose"),
+          "lr": (False, 0.0, 1, "a learning rate above 1 makes AdamW diverge; the default is 5e-3"),
+          "weight_decay": (False, 0, 1, "AdamW's decay, e.g. 1e-2"),
+          "lambdas": (False, 0.0, 100, "each a weight of the cross-entropy, e.g. 0.1"),
+          "lam": (False, 0.0, 100, "the weight of the cross-entropy, e.g. 0.1, or None to let "
+                                   "the lambda rule choose"),
+          "mse_margin": (False, 0, 10, "a fraction, e.g. 0.25"),
+          "min_gain": (False, 0.0, 1, "a fraction, e.g. 0.1")}
+LISTS = {"latent_dims": "the sweep needs a list of at least one latent size, e.g. [16, 32, 64, 128]",
+         "lambdas": "Part 2 needs a list of at least one weight of the cross-entropy, e.g. [0.01, 0.1]"}
 
 
 # ----------------------------------------------------------------------------------------
@@ -84,25 +101,16 @@ class RunConfig:
     def __post_init__(self):
         for name in ("whole_word", "quick"):
             setattr(self, name, as_bool(name, getattr(self, name)))
-        check_int("seed", self.seed, 0, MAX_SEED)
-        for name, low, high in (("steps", 2, 1_000_000), ("batch_size", 1, 4096),
-                                ("width", 1, 256)):
-            check_int(name, getattr(self, name), low, high)
-        check_number("lr", self.lr, 0, 1, "a learning rate above 1 makes AdamW diverge; "
-                     "the default is 5e-3", low_open=True)
-        check_number("weight_decay", self.weight_decay, 0, 1, "AdamW's decay, e.g. 1e-2")
-        if not isinstance(self.lambdas, list) or not self.lambdas:
-            raise ValueError(f"lambdas={self.lambdas!r}: Part 2 needs a list of at least one "
-                             "weight of the cross-entropy, e.g. [0.01, 0.1, 1.0].")
-        for value in self.lambdas:
-            check_number("lambdas", value, 0, 100, "each a weight of the cross-entropy, e.g. 0.1",
-                         low_open=True)
-        self.lambdas = sorted(set(self.lambdas))
-        if self.lam is not None:
-            check_number("lam", self.lam, 0, 100, "the weight of the cross-entropy, e.g. 0.1, "
-                         "or None to let the lambda rule choose", low_open=True)
-        check_number("mse_margin", self.mse_margin, 0, 10, "a fraction, e.g. 0.25")
-        check_number("min_gain", self.min_gain, 0, 1, "a fraction, e.g. 0.1", low_open=True)
+        for name, (integer, low, high, note) in BOUNDS.items():
+            value = getattr(self, name)
+            if name in LISTS:
+                if not isinstance(value, list) or not value:
+                    raise ValueError(f"{name}={value!r}: {LISTS[name]}.")
+                for each in value:
+                    check_bounds(name, each, integer, low, high, note)
+                setattr(self, name, sorted(set(value)))
+            elif value is not None or name not in ("latent_dim", "lam"):
+                check_bounds(name, value, integer, low, high, note)
         check_words("keywords", self.keywords, allow_empty=False)
         check_words("exclude", self.exclude, allow_empty=True)
         if not isinstance(self.source, str) or not self.source:
@@ -111,17 +119,6 @@ class RunConfig:
             raise ValueError(f"group_members={self.group_members!r}: give the names as one "
                              "string, e.g. -p group_members 'Ada Lovelace, Alan Turing'.")
         check_class_words(self.class_words)
-        if not isinstance(self.latent_dims, list) or not self.latent_dims:
-            raise ValueError(f"latent_dims={self.latent_dims!r}: the sweep needs a list of at "
-                             "least one latent size, e.g. [16, 32, 64, 128, 256, 512].")
-        rank = helpers.SPLIT_TARGETS["train"] - 1
-        for value in self.latent_dims:
-            check_int("latent_dims", value, 1, rank, "PCA of 600 training images has at most "
-                      f"{rank} directions")
-        self.latent_dims = sorted(set(self.latent_dims))
-        if self.latent_dim is not None:
-            check_int("latent_dim", self.latent_dim, 1, rank,
-                      "or None to let the sweep choose")
         if not isinstance(self.run_dir, str) or not self.run_dir.strip():
             raise ValueError(f"run_dir={self.run_dir!r}: give a folder, e.g. runs/mine.")
         folder = self.folder()
@@ -173,19 +170,19 @@ def as_bool(name, value):
     raise ValueError(f"{name}={value!r}: must be True or False.")
 
 
-def check_int(name, value, low, high, note=""):
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+def check_bounds(name, value, integer, low, high, note):
+    """An integer from `low` to `high`, or a finite number above a float `low` (at least an
+    integer one) and at most `high`; else an error that names the parameter and the bounds."""
+    low_open = isinstance(low, float)
+    if (isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+            and (integer or math.isfinite(value)) and (low < value if low_open else low <= value)
+            and value <= high):
+        return
+    if integer:
         raise ValueError(f"{name}: {value!r} is not an integer from {low} to {high}"
                          + (f" ({note})." if note else "."))
-
-
-def check_number(name, value, low, high, note, low_open=False):
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and (low < value if low_open else low <= value)
-          and value <= high)
-    if not ok:
-        bound = f"{'above' if low_open else 'at least'} {low} and at most {high}"
-        raise ValueError(f"{name}={value!r}: must be a finite number {bound} ({note}).")
+    bound = f"{'above' if low_open else 'at least'} {low:g} and at most {high}"
+    raise ValueError(f"{name}={value!r}: must be a finite number {bound} ({note}).")
 
 
 def check_words(name, words, allow_empty):
@@ -211,7 +208,7 @@ def check_class_words(class_words):
 
 
 # ----------------------------------------------------------------------------------------
-# 2. Tables and text for the notebook's display cells
+# 2. Tables, figures and text for the notebook's display cells
 # ----------------------------------------------------------------------------------------
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|$~^@&])")
@@ -239,16 +236,6 @@ def strict_json(value):
     return value
 
 
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                 "^": r"\textasciicircum{}"}
-
-
-def latex_text(text):
-    """Text printed as it is by LaTeX."""
-    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-
-
 class Table:
     """A table for display: Markdown in Jupyter, a LaTeX tabular in the PDF (nbconvert
     prefers text/latex), which never wraps a row and never breaks across pages."""
@@ -266,11 +253,13 @@ class Table:
         return "\n".join(lines)
 
     def _repr_latex_(self):
+        import pandas as pd
+
+        styler = (pd.DataFrame(self.cells, columns=self.header).style.hide(axis="index")
+                  .format(escape="latex").format_index(r"\textbf{{{}}}", escape="latex", axis=1))
         columns = "".join("r" if n else "l" for n in self.numeric)
-        rows = [" & ".join(map(latex_text, line)) + r" \\" for line in self.cells]
-        return "\n".join([r"\begin{center}\small", rf"\begin{{tabular}}{{{columns}}}", r"\toprule",
-                          " & ".join(r"\textbf{" + latex_text(h) + "}" for h in self.header) + r" \\",
-                          r"\midrule", *rows, r"\bottomrule", r"\end{tabular}", r"\end{center}"])
+        tabular = styler.to_latex(column_format=columns, hrules=True)
+        return "\n".join([r"\begin{center}\small", tabular.rstrip(), r"\end{center}"])
 
 
 def cell_text(value, fmt):
@@ -457,7 +446,7 @@ class Run:
         self.staging = self.dir / f".staging-{self.id}"
         self.staging.mkdir()
         self.started = time.perf_counter()
-        self.device = helpers.pick_device()
+        self.device = workers.pick_device()
         self.figures = {}
         Run._unfinished[self.dir] = self
 
@@ -531,9 +520,9 @@ class Run:
         on disk while the run was going."""
         if provenance() != self.provenance:
             raise RuntimeError(
-                "helpers.py, requirements.txt or the notebook's code changed while this run was going, "
-                f"so its outputs may come from either version; nothing was moved into {self.dir}. "
-                "Run the notebook again.")
+                "helpers.py, sources.py, workers.py, requirements.txt or the notebook's code changed "
+                "while this run was going, so its outputs may come from either version; nothing "
+                f"was moved into {self.dir}. Run the notebook again.")
         metrics_path = self.path(self.METRICS)
         outputs = sorted(str(p.relative_to(self.staging)) for name in self.FOLDERS
                          for p in self.path(name).rglob("*") if p.is_file())
@@ -609,16 +598,17 @@ def notebook_code_sha256(notebook_path=NOTEBOOK):
 
 
 def provenance(notebook_path=NOTEBOOK):
-    """Hashes of what makes a run's numbers (the method, the notebook's code, the pinned
-    requirements, all beside the notebook; not this bookkeeping, not the answers' text),
-    and the versions it ran with."""
+    """Hashes of what makes a run's numbers (the method and the modules it stands on, the
+    notebook's code, the pinned requirements, all beside the notebook; not this bookkeeping,
+    not the answers' text), and the versions it ran with."""
     import platform
 
     import datasets
 
     root = Path(notebook_path).parent
     digest = lambda name: hashlib.sha256((root / name).read_bytes()).hexdigest()
-    return {"helpers_sha256": digest("helpers.py"),
+    return {"helpers_sha256": digest("helpers.py"), "sources_sha256": digest("sources.py"),
+            "workers_sha256": digest("workers.py"),
             "notebook_code_sha256": notebook_code_sha256(notebook_path),
             "requirements_sha256": digest("requirements.txt"),
             "torch": torch.__version__, "datasets": datasets.__version__,

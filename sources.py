@@ -1,11 +1,15 @@
-"""Where the emoji come from: the Hugging Face hub, the offline mirror or a parquet file in
-the hub's schema, and the decoding of their pictures into tensors.
+"""The emoji the method starts from: the rows of the Hugging Face hub's dataset (or of the
+offline mirror that `make data` builds, or of a parquet file in the hub's schema), the
+subset whose names hold a keyword, decoded to tensors, each emoji once.
 
-The hub is tried first (`source="auto"`); without it the offline mirror that `make data`
-builds stands in. Bad input stops here, with what to do about it, before any training.
+  1. Loading: the hub when it answers (`source="auto"`), else the mirror
+  2. The subset: rows by keyword, pictures decoded (RGB on white, square), duplicates dropped
+Bad input stops here, with what to do about it, before any training.
 """
 import io
+import re
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -20,6 +24,10 @@ MIRROR_PATH = REPO_ROOT / "data" / "emoji_mirror.parquet"
 HUB_DATASET = "valhalla/emoji-dataset"
 SOURCES = ("auto", "hub", "mirror", "a path to a .parquet file")
 
+
+# ----------------------------------------------------------------------------------------
+# 1. Loading: the hub, the offline mirror or a parquet file
+# ----------------------------------------------------------------------------------------
 
 def hub_features():
     """The features of the hub dataset: a PNG image and its lowercase name."""
@@ -43,12 +51,9 @@ def hub_problem(timeout=3.0):
 
 
 def load_emoji_dataset(source="auto", mirror_path=MIRROR_PATH, hub_timeout=3.0):
-    """Load the emoji rows as a `datasets.Dataset` with columns `image` and `text`.
-
-    `source` is "hub", "mirror", "auto" (the hub if it serves the dataset within
-    `hub_timeout` seconds, else the mirror) or a path to a parquet file in the hub's schema.
-    Returns the dataset and the source actually used.
-    """
+    """The emoji rows (a `datasets.Dataset` with columns `image` and `text`) and the source
+    used: "hub", "mirror", "auto" (the hub if it serves the dataset within `hub_timeout`
+    seconds, else the mirror) or a path to a parquet file in the hub's schema."""
     from datasets import load_dataset
 
     if source in ("auto", "hub"):
@@ -106,36 +111,52 @@ def _load_parquet(path, what):
         ) from error
 
 
-def to_rgb(picture):
-    """An RGB copy of a PIL image: transparent parts on white, 16-bit channels scaled to 8,
-    float pixels (mode F) read as 0-1 when none exceeds 1, else as 0-255."""
-    if picture.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        gray = np.asarray(picture, dtype=np.float64)
-        if picture.mode == "F":
-            gray = gray * 255 if gray.max(initial=0) <= 1 else gray
+# ----------------------------------------------------------------------------------------
+# 2. The subset: rows by keyword, decoded, each emoji once
+# ----------------------------------------------------------------------------------------
+
+def word_pattern(words, whole_word=True):
+    parts = [re.escape(w.lower()) for w in words]
+    return re.compile("|".join(rf"\b{p}\b" if whole_word else p for p in parts))
+
+
+def select_subset(texts, keywords, exclude=(), whole_word=True):
+    """Indices of the texts (lowercased; whole words unless told otherwise) with a keyword
+    and no excluded word, and {excluded word: rows it dropped}. Non-strings are skipped."""
+    if isinstance(keywords, str):
+        keywords = [keywords]
+    if not keywords:
+        raise ValueError("keywords is empty: give at least one word, e.g. ['face'].")
+    wanted = word_pattern(keywords, whole_word)
+    unwanted = [(w, word_pattern([w], whole_word)) for w in exclude]
+    chosen, dropped = [], Counter()
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not wanted.search(text.lower()):
+            continue
+        hit = next((w for w, p in unwanted if p.search(text.lower())), None)
+        if hit:
+            dropped[hit] += 1
         else:
-            gray = gray / (257 if picture.mode.startswith("I;16") else 65535 / 255)
-        picture = Image.fromarray(gray.clip(0, 255).round().astype(np.uint8), "L")
-    white = Image.new("RGBA", picture.size, "white")
-    return Image.alpha_composite(white, picture.convert("RGBA")).convert("RGB")
-
-
-def to_square(picture):
-    """Centre a picture that is not square on a white square, so resizing keeps its shape."""
-    side = max(picture.size)
-    square = Image.new("RGB", (side, side), "white")
-    square.paste(picture, ((side - picture.width) // 2, (side - picture.height) // 2))
-    return square
+            chosen.append(i)
+    if not chosen and not any(isinstance(t, str) for t in texts):
+        kinds = sorted({type(t).__name__ for t in texts})
+        raise ValueError(f"The text column holds no strings (only {', '.join(kinds)}), so no "
+                         "keyword can match. Store the emoji names as UTF-8 strings.")
+    if not chosen:
+        common = Counter(w for t in texts if isinstance(t, str) for w in t.lower().split())
+        hint = ", ".join(w for w, _ in common.most_common(12))
+        raise ValueError(
+            f"keywords={list(keywords)} match no emoji text"
+            + (f" once exclude={list(exclude)} is applied" if dropped else "")
+            + f". Words that do occur often: {hint}.")
+    return chosen, dict(dropped)
 
 
 def decode_images(dataset, indices, image_size=64):
-    """Decode rows to uint8 tensors (N, 3, size, size), RGB on white.
-
-    Rows whose image cannot be decoded (broken, or so large that PIL refuses it as a
-    decompression bomb) or whose text is not a string are skipped; a picture that is not
-    square is centred on white first (a note says how many). Returns the images, their texts
-    (lowercase) and the number skipped.
-    """
+    """Decode rows to uint8 tensors (N, 3, size, size), RGB on white; returns them, their
+    texts (`clean_text`) and how many rows were skipped: those whose image cannot be decoded
+    (broken, or a decompression bomb) or whose text is not a string. A picture that is not
+    square is centred on white first (a note says how many)."""
     from datasets import Image as ImageFeature
 
     raw = dataset.cast_column("image", ImageFeature(decode=False))
@@ -178,7 +199,42 @@ def undecodable(image, error):
     return f"its image could not be read ({type(error).__name__})"
 
 
+def to_rgb(picture):
+    """An RGB copy of a PIL image: transparent parts on white, 16-bit channels scaled to 8,
+    float pixels (mode F) read as 0-1 when none exceeds 1, else as 0-255."""
+    if picture.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        gray = np.asarray(picture, dtype=np.float64)
+        if picture.mode == "F":
+            gray = gray * 255 if gray.max(initial=0) <= 1 else gray
+        else:
+            gray = gray / (257 if picture.mode.startswith("I;16") else 65535 / 255)
+        picture = Image.fromarray(gray.clip(0, 255).round().astype(np.uint8), "L")
+    white = Image.new("RGBA", picture.size, "white")
+    return Image.alpha_composite(white, picture.convert("RGBA")).convert("RGB")
+
+
+def to_square(picture):
+    """Centre a picture that is not square on a white square, so resizing keeps its shape."""
+    side = max(picture.size)
+    square = Image.new("RGB", (side, side), "white")
+    square.paste(picture, ((side - picture.width) // 2, (side - picture.height) // 2))
+    return square
+
+
 def clean_text(text):
     """An emoji name as the rules compare it: lowercase, single spaces (non-breaking,
     doubled and trailing spaces are a file's noise, not part of the name)."""
     return " ".join(text.lower().split())
+
+
+def drop_duplicates(images, texts):
+    """Keep the first of every group of rows with the same pixels or the same text."""
+    seen_pixels, seen_texts, keep = set(), set(), []
+    for i, (image, text) in enumerate(zip(images, texts)):
+        pixels = image.numpy().tobytes()
+        if pixels in seen_pixels or text in seen_texts:
+            continue
+        seen_pixels.add(pixels)
+        seen_texts.add(text)
+        keep.append(i)
+    return keep

@@ -1,4 +1,5 @@
-"""Training processes: where `helpers.fit_all` trains its models on the CPU.
+"""Where the models train: the device, bfloat16 where the CPU has it, and on the CPU the
+processes that `helpers.fit_all` trains its models in.
 
 Each model trains with one thread in a process of its own, one process per core: on two
 cores that is about 1.6 times the throughput of one two-thread training, and a model's
@@ -19,6 +20,13 @@ import torch
 METHOD = Path(__file__).resolve().parent / "helpers.py"
 METHOD_SHA256 = hashlib.sha256(METHOD.read_bytes()).hexdigest()   # as this process imported it
 _WORKER = {}
+
+
+def pick_device():
+    """The accelerator torch finds (cuda, mps, ...), else the cpu."""
+    if torch.accelerator.is_available():
+        return torch.accelerator.current_accelerator()
+    return torch.device("cpu")
 
 
 def map_in_processes(function, data, jobs):

@@ -1,4 +1,6 @@
+"""Shared by the tests: the project on the path, the slow marker, the configuration, data and processes."""
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,8 +18,9 @@ os.environ[runs.OUTSIDE_REPO_OVERRIDE] = "1"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: runs the notebook or trains in worker processes "
-                            "(pytest -m 'not slow' leaves them out)")
+    config.addinivalue_line("markers", "slow: runs the notebook, make, other Python processes or "
+                            "training in worker processes (pytest -m 'not slow' leaves them out; "
+                            "make test runs them)")
 
 
 def config(**changes):
@@ -55,25 +58,22 @@ def write_parquet(path, rows):
     return path
 
 
-@pytest.fixture
-def tiny_parquet(tmp_path):
-    """A parquet in the hub's schema with three small coloured squares."""
-    from PIL import Image
+# Processes started by the tests (test_runs, test_workers, test_project) -------------------
 
-    return write_parquet(tmp_path / "tiny.parquet", [
-        (text, Image.new("RGB", (32, 32), colour))
-        for text, colour in [("red face", "red"), ("blue face", "blue"), ("green cat", "green")]])
+def python(code, **kwargs):
+    """Start `code` in a fresh Python that imports the project as the tests do."""
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT / "tests", text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, **kwargs)
 
 
-def point_hub_at(monkeypatch, url):
-    """Send huggingface_hub to `url`, as HF_ENDPOINT does when set before the import."""
-    import huggingface_hub
-
-    monkeypatch.setenv("HF_ENDPOINT", url)
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", url)
+def children(pid):
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in found.split()]
 
 
-@pytest.fixture
-def offline_hub(monkeypatch):
-    """Point the hub check at a closed local port, so it fails at once."""
-    point_hub_at(monkeypatch, "http://127.0.0.1:9")
+def process_alive(pid):
+    """True while the process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

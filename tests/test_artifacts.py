@@ -2,6 +2,7 @@
 reproduce (what the answers say of them: test_answers.py)."""
 import ast
 import json
+import math
 import re
 import subprocess
 
@@ -46,6 +47,80 @@ def test_metrics_record_the_whole_configuration_and_every_sweep_size(metrics):
     assert all(len(analogy["per_pair"][k]) == analogy["pairs"] for k in ("latent_mse", "pixel_mse", "latent_p_cat"))
 
 
+def test_metrics_values_have_sensible_types_and_ranges(metrics):
+    """Beyond the keys: MSEs in (0, 1), shares and accuracies in [0, 1], counts positive
+    integers, every interval with low <= mean <= high, over all of metrics.json."""
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def count(value, least=1):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    def walk(value, path):
+        key = path.rsplit(".", 1)[-1]
+        if isinstance(value, dict):
+            if {"low", "mean", "high"} <= set(value):                 # a bootstrap interval
+                assert all(number(value[k]) for k in ("low", "mean", "high")), path
+                assert value["low"] <= value["mean"] <= value["high"], path
+                assert count(value["emoji"]) and value["images"] >= value["emoji"], path
+                if any(word in key for word in ("minus", "difference", "change")):   # may be negative
+                    assert -1 <= value["low"] and value["high"] <= 1, path
+                elif key.endswith("mse_ci"):
+                    assert 0 < value["low"] and value["high"] < 1, path
+                elif key in ("accuracy", "majority") or key.endswith(("accuracy_ci", "majority_ci",
+                                                                    "baseline_ci")):
+                    assert 0 <= value["low"] and value["high"] <= 1, path
+            for k, v in value.items():
+                walk(v, f"{path}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]" if not isinstance(v, (int, float)) else path)
+        elif key == "mse" or key.endswith("_mse"):
+            assert number(value) and 0 < value < 1, (path, value)
+        elif ("accuracy" in key or key.endswith(("_p_cat", "_share", "_ears", "cat_probability"))) \
+                and "minus" not in key and number(value):
+            assert 0 <= value <= 1, (path, value)
+        elif key.endswith("seconds"):
+            assert number(value) and value > 0, (path, value)
+
+    walk(metrics, "metrics")
+    data, part1, part2, part3 = (metrics[k] for k in ("data", "part1", "part2", "part3"))
+    for name in ("rows", "matched", "subset_size"):
+        assert count(data[name]), name
+    assert count(data["skipped"], 0) and count(data["duplicates"], 0)
+    for name in ("split_sizes", "augmented_sizes", "class_sizes", "excluded"):
+        assert all(count(n) for n in data[name].values()), name
+    assert all(data["augmented_sizes"][s] >= n for s, n in data["split_sizes"].items())
+    assert sum(data["class_sizes"].values()) == data["subset_size"] == sum(data["split_sizes"].values())
+    assert data["rows"] >= data["matched"] >= data["subset_size"]
+    assert count(part1["latent_dim"]) and count(part1["parameters"]) and count(part1["steps"])
+    for row in part1["sweep"]:
+        assert count(row["latent_dim"]) and count(row["epochs"]) and 0 <= row["best_epoch"] <= row["epochs"]
+        assert number(row["ratio_to_pca"]) and row["ratio_to_pca"] > 0
+    assert all(number(gain) and -1 < gain < 1 for gain in part1["rule"]["gains"].values())
+    assert 0 < part1["ratio_to_pca"] and number(part1["test_psnr"]) and part1["test_psnr"] > 0
+    check = part1["budget_check"]
+    assert 0 < check["half_steps"] < check["steps"] < check["doubled_steps"]
+    assert number(part2["lambda"]) and part2["lambda"] > 0
+    assert part2["majority_class"] in part2["classes"] and set(part2["recall"]) == set(part2["classes"])
+    assert all(0 <= r <= 1 for r in part2["recall"].values())
+    assert sum(part2["class_share"].values()) == pytest.approx(1)
+    assert count(part2["cv"]["folds"], 2) and count(part2["cv"]["emoji"])
+    assert 0 <= part2["best_epoch"] <= part2["epochs"]
+    analogy = part3["analogy"]
+    assert count(analogy["pairs"]) and analogy["pairs"] == len(part3["pairs"])
+    for name in ("latent_wins", "latent_cats", "pixel_cats", "unchanged_cats", "latent_identity",
+                 "pixel_identity"):
+        assert count(analogy[name], 0) and analogy[name] <= analogy["pairs"], name
+    low, high = analogy["floor_share_range"]
+    assert 0 <= low <= analogy["floor_share"] <= high <= 1
+    assert all(0 <= p <= 1 for p in part3["strength_sweep"]["cat_probability"])
+    assert all(figure["smallest_text_pt"] > 0 and 0 < figure["printed_width_in"] <= 8.5
+               for figure in metrics["figures"].values())
+    assert all(re.fullmatch(r"[0-9a-f]{64}", metrics["provenance"][k])
+               for k in ("helpers_sha256", "notebook_code_sha256", "requirements_sha256"))
+
+
 def test_no_fold_model_trained_on_a_cat_face_it_is_judged_on(metrics):
     part3 = metrics["part3"]
     for fold, trained_on in zip(part3["folds"], part3["fold_models"]["extra_training_cats"]):
@@ -69,12 +144,13 @@ def test_the_committed_run_is_a_full_run(metrics):
 
 
 def test_committed_outputs_are_not_stale(metrics):
-    """Fails when helpers.py or the notebook's code changed after the committed run."""
+    """Fails when the method, the modules it stands on, the notebook's code or the pinned
+    requirements changed after the committed run."""
     provenance = runs.provenance(NOTEBOOK)
-    assert metrics["provenance"]["helpers_sha256"] == provenance["helpers_sha256"], \
-        "helpers.py changed since the committed run: re-run `make report` and commit its outputs"
-    assert metrics["provenance"]["notebook_code_sha256"] == provenance["notebook_code_sha256"], \
-        "the notebook's code changed since the committed run: re-run `make report`"
+    for key in ("helpers_sha256", "sources_sha256", "workers_sha256", "notebook_code_sha256",
+                "requirements_sha256"):
+        assert metrics["provenance"][key] == provenance[key], \
+            f"{key.split('_sha256')[0]} changed since the committed run: re-run `make report` and commit its outputs"
 
 
 def test_weights_latents_notebook_and_pdf_come_from_one_run(metrics):
