@@ -63,18 +63,19 @@ def test_1a_split_before_augmenting(m):
     assert d["matched"] - sum(d["excluded"].values()) == d["subset_size"]
 
 
-def test_1c_every_size_at_the_budget_and_the_rule_keeps_64_on_a_close_call(m):
+def test_1c_every_size_at_the_budget_and_the_rule_keeps_64(m):
     part1 = m["part1"]
     sweep, gain, rule = {r["latent_dim"]: r for r in part1["sweep"]}, part1["min_gain"], part1["rule"]
     assert part1["sweep_steps"] == part1["steps"] and all(r["epochs"] == sweep[64]["epochs"] for r in sweep.values())
     assert part1["latent_dim"] == rule["choice"] == 64
     assert sweep[16]["next_val_gain"] >= gain and sweep[32]["next_val_gain"] >= gain > sweep[64]["next_val_gain"]
-    assert rule["close"] and gain - sweep[64]["next_val_gain"] < 0.002      # "about a tenth of a point"
+    assert not rule["close"]                                               # not called a close call
 
 
-def test_1c_below_pca_at_every_size_barely_at_128(m):
+def test_1c_below_pca_up_to_64_and_level_with_it_at_128(m):
     sweep = {r["latent_dim"]: r for r in m["part1"]["sweep"]}
-    assert all(r["ratio_to_pca"] < 1 for r in sweep.values()) and sweep[128]["ratio_to_pca"] > 0.98
+    assert all(sweep[size]["ratio_to_pca"] < 1 for size in (16, 32, 64))
+    assert 1 < sweep[128]["ratio_to_pca"] < 1.02                         # "PCA has caught up there"
     assert sweep[64]["next_pca_val_gain"] > sweep[64]["next_val_gain"]   # the curves draw together
     assert sweep[128]["test_mse"] < sweep[64]["test_mse"]
     assert sweep[128]["val_mse"] < sweep[128]["pca_val_mse"]             # below PCA on validation there
@@ -84,14 +85,14 @@ def test_1e_below_pca_late_in_training_with_a_generalisation_gap(m):
     curve, part1 = m["part1"]["learning_curve"], m["part1"]
     assert curve["first_epoch_below"] < curve["stays_below_from_epoch"] < curve["kept_epoch"]
     assert curve["val_mse"] < part1["pca_val_mse"]
-    assert part1["val_over_train"] > 2                        # "better than new ones"
-    assert curve["kept_epoch"] == curve["epochs"]             # "lowest in the last epoch"
+    assert part1["val_over_train"] > 1.5                      # "better than new ones"
+    assert 0.9 * curve["epochs"] < curve["kept_epoch"] < curve["epochs"]   # late, not the last epoch
 
 
-def test_1e_the_budget_is_enough_and_more_steps_buy_a_little(m):
+def test_1e_the_budget_is_enough_and_half_of_it_would_not_have_been(m):
     check = m["part1"]["budget_check"]
     assert 0 < check["gain_to_doubled"] < check["threshold"] and check["enough"]
-    assert check["gain_to_doubled"] < check["gain_to_budget"] < check["threshold"]
+    assert check["gain_to_budget"] > check["threshold"]
 
 
 def test_1f_the_autoencoder_beats_pca_on_the_test_emoji(m):
@@ -123,7 +124,7 @@ def test_2b_the_rule_keeps_the_only_lambda_within_the_margin(m):
     assert len(rows) >= 3 and part2["lambda"] == rule["choice"] == 0.01 and rule["within_margin"] == [0.01]
     mses = [r["val_mse"] for r in rows]
     assert mses == sorted(mses) and all(r["val_mse_change"] > 0 for r in rows)   # "the larger lambda, the worse"
-    assert max(r["val_accuracy"] for r in rows) - part2["val_majority_accuracy"] < 0.03   # "all close to" it
+    assert all(0 < r["val_accuracy"] - part2["val_majority_accuracy"] < 0.031 for r in rows)   # "at most three points above"
     shares = [r["ce_share_first"] for r in rows]
     assert shares[0] < 0.1 and shares[-1] > 1                  # "a few percent up to twice the MSE"
     assert part2["loss_balance"]["kept"] < 0.01
@@ -131,8 +132,9 @@ def test_2b_the_rule_keeps_the_only_lambda_within_the_margin(m):
 
 def test_2c_the_classifier_fits_its_training_emoji_and_not_new_ones(m):
     kept, part2 = m["part2"]["kept_epoch"], m["part2"]
-    assert kept["train_accuracy"] >= 0.995 and kept["val_accuracy"] < part2["val_majority_accuracy"]
-    assert 3.5 < kept["val_ce"] / part2["uniform_ce"] < 4          # "almost four times"
+    assert kept["train_accuracy"] >= 0.995
+    assert 0 < kept["val_accuracy"] - part2["val_majority_accuracy"] < 0.03   # "barely above"
+    assert 3.95 < kept["val_ce"] / part2["uniform_ce"] < 4.05      # "four times"
     assert kept["val_mse"] > m["part1"]["learning_curve"]["val_mse"]
 
 
@@ -143,7 +145,7 @@ def test_2d_reconstruction_got_worse_with_the_auxiliary_task(m):
 def test_2d_accuracy_cannot_be_told_from_the_majority_class_on_the_test_split(m):
     part2 = m["part2"]
     edge = part2["accuracy_minus_majority_ci"]
-    assert edge["low"] < 0 < edge["high"] and part2["test_accuracy"] > part2["majority_baseline_accuracy"]
+    assert edge["low"] < 0 < edge["high"] and part2["test_accuracy"] < part2["majority_baseline_accuracy"]
     assert part2["majority_class"] == "other"
     assert part2["recall"]["frown"] < part2["class_share"]["frown"]
     assert all(part2["recall"][c] > part2["class_share"][c] for c in ("smile", "other"))
@@ -185,15 +187,19 @@ def test_3a_part_three_takes_the_size_with_the_lowest_validation_mse(m):
     assert m["part3"]["latent_dim"] == min(sweep, key=lambda r: r["val_mse"])["latent_dim"] == 128
 
 
-def test_3b_latent_arithmetic_beats_pixel_arithmetic_by_a_little(m):
+def test_3b_latent_arithmetic_is_closer_on_most_pairs_but_not_clearly(m):
     a = m["part3"]["analogy"]
-    assert a["latent_minus_pixel_ci"]["high"] < 0 and a["latent_mse"] < a["pixel_mse"]
-    assert a["latent_wins"] == 6 and a["latent_minus_pixel_ci"]["high"] > -0.001   # "almost touches zero"
+    assert a["latent_mse"] < a["pixel_mse"] and a["latent_wins"] == 6
+    assert a["latent_minus_pixel_ci"]["low"] < 0 < a["latent_minus_pixel_ci"]["high"] < 0.001   # "just includes zero"
 
 
-def test_3b_as_many_latent_as_pixel_composites_are_called_cats_and_no_reconstruction(m):
+def test_3b_seven_latent_and_seven_pixel_composites_are_called_cats_and_no_reconstruction(m):
     a = m["part3"]["analogy"]
-    assert a["latent_cats"] == a["pixel_cats"] == a["pairs"] and a["unchanged_cats"] == 0
+    assert a["latent_cats"] == a["pixel_cats"] == a["pairs"] - 1 and a["unchanged_cats"] == 0
+    per_pair = a["per_pair"]
+    pouting = per_pair["targets"].index("pouting face")                  # "the pouting face fails both"
+    assert max(per_pair["latent_p_cat"][pouting], per_pair["pixel_p_cat"][pouting]) < 0.5
+    assert m["part3"]["strength_sweep"]["cat_probability"][1] > 0.985   # "0.99 already at s = 0.5"
 
 
 def test_3b_the_floor_is_under_half_of_the_composites_error(m):
