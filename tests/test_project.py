@@ -212,9 +212,12 @@ def test_stopping_make_pdf_says_the_pdf_is_the_previous_one(tmp_path):
     shutil.copy(ROOT / "homework2.ipynb", tmp_path)
     shutil.copy(ROOT / "report" / "homework2.pdf", tmp_path / "report")
     before = (tmp_path / "report" / "homework2.pdf").read_bytes()
+    # A shell starts background jobs with Ctrl-C ignored, and children keep that: make gets the
+    # default back, as it has in a terminal, however pytest itself was started.
     process = subprocess.Popen(["make", "--no-print-directory", "pdf", f"RUN_DIR={tmp_path}"], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+                               start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and "nbconvert" not in subprocess.run(
             ["ps", "-ww", "-g", str(process.pid), "-o", "args="], capture_output=True, text=True).stdout:
