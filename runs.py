@@ -49,6 +49,7 @@ BOUNDS = {"seed": (True, 0, MAX_SEED, ""), "steps": (True, 2, 1_000_000, ""),
                                    "the lambda rule choose"),
           "mse_margin": (False, 0, 10, "a fraction, e.g. 0.25"),
           "min_gain": (False, 0.0, 1, "a fraction, e.g. 0.1")}
+OPTIONAL = ("latent_dim", "lam")   # None lets the sweep's or the lambda rule choose
 LISTS = {"latent_dims": "the sweep needs a list of at least one latent size, e.g. [16, 32, 64, 128]",
          "lambdas": "Part 2 needs a list of at least one weight of the cross-entropy, e.g. [0.01, 0.1]"}
 
@@ -109,7 +110,7 @@ class RunConfig:
                 for each in value:
                     check_bounds(name, each, integer, low, high, note)
                 setattr(self, name, sorted(set(value)))
-            elif value is not None or name not in ("latent_dim", "lam"):
+            elif value is not None or name not in OPTIONAL:
                 check_bounds(name, value, integer, low, high, note)
         check_words("keywords", self.keywords, allow_empty=False)
         check_words("exclude", self.exclude, allow_empty=True)
